@@ -1,0 +1,229 @@
+"""The command line and the one error boundary: `main(argv) -> int`.
+
+Every subcommand is declared here (so `--help` is complete and cheap), and its
+implementation module is imported only when it runs: `status` must start fast.
+Implementations take `(args, context)` and return an exit code; they raise
+`GuardError` for anything a person must fix, which `main` prints without a
+traceback (unless `--debug`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional, TextIO
+
+from waagent_guard import __version__
+from waagent_guard.errors import GuardError, UsageError
+from waagent_guard.sysroot import GUARD_CONFIG, Sysroot
+
+if TYPE_CHECKING:
+    from waagent_guard.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """What every command needs from outside, injected (tests build their own)."""
+
+    sysroot: Sysroot
+    config_path: Optional[Path]
+    debug: bool = False
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    _settings: Optional[Settings] = None
+
+    @property
+    def effective_config_path(self) -> Path:
+        if self.config_path is not None:
+            return self.config_path
+        return self.sysroot.path(GUARD_CONFIG)
+
+    def settings(self) -> Settings:
+        """The guard's config, loaded once; a missing default file means defaults."""
+        if self._settings is None:
+            from waagent_guard.settings import load_settings
+
+            self._settings = load_settings(
+                self.effective_config_path, required=self.config_path is not None
+            )
+        return self._settings
+
+
+# name -> "module:function"; the module is imported only when the command runs.
+Handler = Callable[[argparse.Namespace, Context], int]
+
+
+def _duration(text: str) -> float:
+    from waagent_guard.timeutil import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _size(text: str) -> int:
+    from waagent_guard.timeutil import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--root", metavar="DIR", default=None,
+        help="resolve every host path under DIR (a mounted disk or copied tree; default /)",
+    )
+    common.add_argument(
+        "--config", metavar="FILE", default=None,
+        help=f"the guard's config (default {GUARD_CONFIG} under --root)",
+    )
+    common.add_argument("--debug", action="store_true", help="log debug output and tracebacks")
+
+    parser = argparse.ArgumentParser(
+        prog="waagent-guard",
+        description="Health daemon for the Azure Linux guest agent (WALinuxAgent).",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"waagent-guard {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, target: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(handler=target)
+        return sub
+
+    status = add("status", "waagent_guard.status:run", "show the agent's health (exit 0/1/2)")
+    status.add_argument("--json", action="store_true", help="print the stable JSON document")
+
+    config = add("config", "", "check or show the guard's configuration")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION")
+    check = config_commands.add_parser("check", parents=[common], help="validate a config file")
+    check.add_argument("file", nargs="?", default=None, help="file to check (default: --config)")
+    check.set_defaults(handler="waagent_guard.configcmd:check")
+    show = config_commands.add_parser("show", parents=[common], help="print the effective config")
+    show.set_defaults(handler="waagent_guard.configcmd:show")
+
+    run = add("run", "waagent_guard.daemon:run", "run the guard daemon (the systemd service)")
+    run.add_argument("--once", action="store_true", help="observe and reconcile once, then exit")
+
+    demo = add("demo", "waagent_guard.demo:run", "run the guard against a built-in demo guest")
+    demo.add_argument("--dir", metavar="DIR", default=None, help="where to lay the demo guest")
+    demo.add_argument("--port", type=int, default=None, help="metrics port (default: a free one)")
+    demo.add_argument("--duration", type=_duration, default=None,
+                      help="stop after DURATION (default: until Ctrl-C)")
+
+    verbose = add("verbose", "", "lease verbose agent logging (Logs.Verbose) that reverts itself")
+    verbose_commands = verbose.add_subparsers(dest="verbose_command", metavar="ACTION")
+    on = verbose_commands.add_parser("on", parents=[common], help="turn Logs.Verbose on")
+    on.add_argument("--for", dest="duration", type=_duration, default=None, metavar="DURATION",
+                    help="lease length, e.g. 30m, 2h (default verbose.default_duration_seconds)")
+    on.add_argument("--reason", default="", help="why (stored with the lease)")
+    on.add_argument("--no-restart", action="store_true", help="edit the file, restart nothing")
+    on.set_defaults(handler="waagent_guard.verbosecmd:on")
+    off = verbose_commands.add_parser("off", parents=[common], help="restore the previous value")
+    off.add_argument("--no-restart", action="store_true", help="edit the file, restart nothing")
+    off.set_defaults(handler="waagent_guard.verbosecmd:off")
+    vstatus = verbose_commands.add_parser("status", parents=[common], help="show the lease")
+    vstatus.add_argument("--json", action="store_true")
+    vstatus.set_defaults(handler="waagent_guard.verbosecmd:status")
+
+    agent = add("agent", "", "act on the agent's service unit")
+    agent_commands = agent.add_subparsers(dest="agent_command", metavar="ACTION")
+    ensure = agent_commands.add_parser(
+        "ensure-autorestart", parents=[common],
+        help="install a drop-in so systemd restarts the agent itself",
+    )
+    ensure.add_argument("--dry-run", action="store_true", help="print the drop-in, change nothing")
+    ensure.set_defaults(handler="waagent_guard.agentcmd:ensure_autorestart")
+
+    metrics = add("metrics", "waagent_guard.metricscmd:run", "print or write the metrics once")
+    metrics.add_argument("--textfile", metavar="DIR", default=None,
+                         help="write waagent_guard.prom atomically into DIR (node_exporter)")
+
+    doctor = add("doctor", "waagent_guard.doctor.command:run",
+                 "run the backup troubleshooting guide as checks (exit 0/1/2)")
+    doctor.add_argument("--json", action="store_true", help="print the stable JSON document")
+    doctor.add_argument("--probe", action="store_true",
+                        help="run network probes even off Azure or under --root")
+    doctor.add_argument("--no-probe", action="store_true", help="never run network probes")
+    doctor.add_argument("--bundle", metavar="FILE", default=None,
+                        help="diagnose an archive made by `waagent-guard bundle`")
+
+    bundle = add("bundle", "waagent_guard.bundle.command:run",
+                 "collect the support log set, secrets redacted")
+    bundle.add_argument("-o", "--output", metavar="FILE", default=None,
+                        help="archive path, or - for stdout (default under bundle.output_dir)")
+    bundle.add_argument("--since", type=_duration, default=None, metavar="DURATION",
+                        help="only log records newer than DURATION ago (journal, logs)")
+    bundle.add_argument("--full", action="store_true", help="add syslog, cloud-init and network")
+    bundle.add_argument("--xz", action="store_true", help="tar.xz instead of tar.gz")
+    bundle.add_argument("--max-file-size", type=_size, default=None, metavar="SIZE",
+                        help="per-file cap, e.g. 30M (default bundle.max_file_bytes)")
+    bundle.add_argument("--max-total-size", type=_size, default=None, metavar="SIZE",
+                        help="total cap, e.g. 150M (default bundle.max_total_bytes)")
+    return parser
+
+
+def _resolve(target: str) -> Handler:
+    module_name, _, function_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    handler: Handler = getattr(module, function_name)
+    return handler
+
+
+def _configure_logging(debug: bool) -> None:
+    from waagent_guard.logsetup import configure_cli_logging
+
+    configure_cli_logging(debug=debug)
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exit_request:
+        return int(exit_request.code or 0)
+    target = getattr(args, "handler", None)
+    if not target:
+        parser.print_help(err)
+        return 64
+    debug = bool(args.debug)
+    if args.command != "run":
+        _configure_logging(debug)
+    context = Context(
+        sysroot=Sysroot.of(args.root),
+        config_path=Path(args.config) if args.config else None,
+        debug=debug,
+        stdout=out,
+        stderr=err,
+    )
+    try:
+        if args.root is not None and not Path(args.root).is_dir():
+            raise UsageError(f"--root {args.root}: not a directory; pass the mounted tree's top")
+        return _resolve(target)(args, context)
+    except GuardError as error:
+        if debug:
+            log.exception("failed")
+        print(f"waagent-guard: {error.message}", file=err)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `waagent-guard status | head`: the reader left; not an error worth a trace.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,105 @@
+"""Every host path the guard reads or writes, resolved under one root.
+
+In production the root is `/`; `--root DIR` points every command at a mounted
+disk, a copied tree or a test fixture. Nothing else in the package builds host
+paths by hand: it asks a `Sysroot`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+# Where distributions put the agent's configuration, in the order the guard tries them.
+WAAGENT_CONF_CANDIDATES = (
+    "/etc/waagent.conf",
+    "/usr/share/oem/waagent.conf",  # CoreOS / Flatcar
+    "/usr/share/defaults/waagent/waagent.conf",  # Clear Linux
+)
+WAAGENT_LOG = "/var/log/waagent.log"
+DEFAULT_LIB_DIR = "/var/lib/waagent"
+DEFAULT_EXTENSION_LOG_DIR = "/var/log/azure"
+DEFAULT_PID_FILE = "/var/run/waagent.pid"
+
+GUARD_CONFIG = "/etc/waagent-guard/guard.toml"
+GUARD_STATE_DIR = "/var/lib/waagent-guard"
+GUARD_RUN_DIR = "/run/waagent-guard"
+
+# DHCP leases: dhclient (Debian/Ubuntu, RHEL) and systemd-networkd.
+DHCP_LEASE_GLOBS = (
+    "/var/lib/dhcp/dhclient*.leases",
+    "/var/lib/dhclient/*.lease*",
+    "/var/lib/NetworkManager/*.lease",
+    "/run/systemd/netif/leases/*",
+)
+UNIT_DIRS = (
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+)
+AGENT_UNIT_NAMES = ("walinuxagent.service", "waagent.service")
+
+VMSNAPSHOT_NAME = "Microsoft.Azure.RecoveryServices.VMSnapshotLinux"
+VMSNAPSHOT_FREEZE_LOCK = "/etc/azure/MicrosoftRecoverySvcsSafeFreezeLock/SafeFreezeLockFile"
+VMBACKUP_CONF = "/etc/azure/vmbackup.conf"
+DMI_CHASSIS_ASSET_TAG = "/sys/class/dmi/id/chassis_asset_tag"
+AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
+
+
+@dataclass(frozen=True)
+class Sysroot:
+    """A root directory under which absolute host paths are resolved lexically."""
+
+    root: Path = Path("/")
+
+    @classmethod
+    def of(cls, root: str | os.PathLike[str] | None) -> Sysroot:
+        return cls(Path(root) if root else Path("/"))
+
+    @property
+    def is_host(self) -> bool:
+        """True when this is the running system's own root (`/`)."""
+        return self.root == Path("/")
+
+    def path(self, host_path: str | os.PathLike[str]) -> Path:
+        """`/etc/waagent.conf` -> `<root>/etc/waagent.conf`."""
+        posix = PurePosixPath(os.fspath(host_path))
+        if not posix.is_absolute():
+            raise ValueError(f"host path must be absolute: {host_path}")
+        if self.is_host:
+            return Path(posix)
+        return self.root.joinpath(*posix.parts[1:])
+
+    def host_path(self, path: str | os.PathLike[str]) -> str:
+        """The inverse of `path`: `<root>/etc/x` -> `/etc/x` (for messages and manifests)."""
+        resolved = Path(path)
+        if self.is_host:
+            return str(resolved)
+        try:
+            relative = resolved.relative_to(self.root)
+        except ValueError:
+            return str(resolved)
+        return "/" + relative.as_posix() if relative.parts else "/"
+
+    @property
+    def proc(self) -> Path:
+        return self.path("/proc")
+
+    def find_waagent_conf(self) -> Path:
+        """The agent's config file for this distribution (first existing candidate)."""
+        for candidate in WAAGENT_CONF_CANDIDATES:
+            resolved = self.path(candidate)
+            if resolved.exists():
+                return resolved
+        return self.path(WAAGENT_CONF_CANDIDATES[0])
+
+    def is_azure(self) -> bool:
+        """Whether the machine identifies as Azure by its DMI chassis asset tag."""
+        try:
+            tag = self.path(DMI_CHASSIS_ASSET_TAG).read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return False
+        return tag.strip() == AZURE_ASSET_TAG
