@@ -54,6 +54,9 @@ class Sysroot:
     """A root directory under which absolute host paths are resolved lexically."""
 
     root: Path = Path("/")
+    # The demo and the integration tests lay a guest tree but watch real processes:
+    # they set proc_root to the host's /proc while files resolve under root.
+    proc_root: Path | None = None
 
     @classmethod
     def of(cls, root: str | os.PathLike[str] | None) -> Sysroot:
@@ -86,7 +89,7 @@ class Sysroot:
 
     @property
     def proc(self) -> Path:
-        return self.path("/proc")
+        return self.proc_root if self.proc_root is not None else self.path("/proc")
 
     def find_waagent_conf(self) -> Path:
         """The agent's config file for this distribution (first existing candidate)."""
