@@ -82,11 +82,15 @@ def _size(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--root", metavar="DIR", default=None,
+        "--root",
+        metavar="DIR",
+        default=None,
         help="resolve every host path under DIR (a mounted disk or copied tree; default /)",
     )
     common.add_argument(
-        "--config", metavar="FILE", default=None,
+        "--config",
+        metavar="FILE",
+        default=None,
         help=f"the guard's config (default {GUARD_CONFIG} under --root)",
     )
     common.add_argument("--debug", action="store_true", help="log debug output and tracebacks")
@@ -118,17 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", "waagent_guard.daemon:run", "run the guard daemon (the systemd service)")
     run.add_argument("--once", action="store_true", help="observe and reconcile once, then exit")
 
-    demo = add("demo", "waagent_guard.demo:run", "run the guard against a built-in demo guest")
+    demo = add("demo", "waagent_guard.democmd:run", "run the guard against a built-in demo guest")
     demo.add_argument("--dir", metavar="DIR", default=None, help="where to lay the demo guest")
     demo.add_argument("--port", type=int, default=None, help="metrics port (default: a free one)")
-    demo.add_argument("--duration", type=_duration, default=None,
-                      help="stop after DURATION (default: until Ctrl-C)")
+    demo.add_argument(
+        "--duration",
+        type=_duration,
+        default=None,
+        help="stop after DURATION (default: until Ctrl-C)",
+    )
 
     verbose = add("verbose", "", "lease verbose agent logging (Logs.Verbose) that reverts itself")
     verbose_commands = verbose.add_subparsers(dest="verbose_command", metavar="ACTION")
     on = verbose_commands.add_parser("on", parents=[common], help="turn Logs.Verbose on")
-    on.add_argument("--for", dest="duration", type=_duration, default=None, metavar="DURATION",
-                    help="lease length, e.g. 30m, 2h (default verbose.default_duration_seconds)")
+    on.add_argument(
+        "--for",
+        dest="duration",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="lease length, e.g. 30m, 2h (default verbose.default_duration_seconds)",
+    )
     on.add_argument("--reason", default="", help="why (stored with the lease)")
     on.add_argument("--no-restart", action="store_true", help="edit the file, restart nothing")
     on.set_defaults(handler="waagent_guard.verbosecmd:on")
@@ -142,37 +156,73 @@ def build_parser() -> argparse.ArgumentParser:
     agent = add("agent", "", "act on the agent's service unit")
     agent_commands = agent.add_subparsers(dest="agent_command", metavar="ACTION")
     ensure = agent_commands.add_parser(
-        "ensure-autorestart", parents=[common],
+        "ensure-autorestart",
+        parents=[common],
         help="install a drop-in so systemd restarts the agent itself",
     )
     ensure.add_argument("--dry-run", action="store_true", help="print the drop-in, change nothing")
     ensure.set_defaults(handler="waagent_guard.agentcmd:ensure_autorestart")
 
     metrics = add("metrics", "waagent_guard.metricscmd:run", "print or write the metrics once")
-    metrics.add_argument("--textfile", metavar="DIR", default=None,
-                         help="write waagent_guard.prom atomically into DIR (node_exporter)")
+    metrics.add_argument(
+        "--textfile",
+        metavar="DIR",
+        default=None,
+        help="write waagent_guard.prom atomically into DIR (node_exporter)",
+    )
 
-    doctor = add("doctor", "waagent_guard.doctor.command:run",
-                 "run the backup troubleshooting guide as checks (exit 0/1/2)")
+    doctor = add(
+        "doctor",
+        "waagent_guard.doctor.command:run",
+        "run the backup troubleshooting guide as checks (exit 0/1/2)",
+    )
     doctor.add_argument("--json", action="store_true", help="print the stable JSON document")
-    doctor.add_argument("--probe", action="store_true",
-                        help="run network probes even off Azure or under --root")
+    doctor.add_argument(
+        "--probe", action="store_true", help="run network probes even off Azure or under --root"
+    )
     doctor.add_argument("--no-probe", action="store_true", help="never run network probes")
-    doctor.add_argument("--bundle", metavar="FILE", default=None,
-                        help="diagnose an archive made by `waagent-guard bundle`")
+    doctor.add_argument(
+        "--bundle",
+        metavar="FILE",
+        default=None,
+        help="diagnose an archive made by `waagent-guard bundle`",
+    )
 
-    bundle = add("bundle", "waagent_guard.bundle.command:run",
-                 "collect the support log set, secrets redacted")
-    bundle.add_argument("-o", "--output", metavar="FILE", default=None,
-                        help="archive path, or - for stdout (default under bundle.output_dir)")
-    bundle.add_argument("--since", type=_duration, default=None, metavar="DURATION",
-                        help="only log records newer than DURATION ago (journal, logs)")
+    bundle = add(
+        "bundle",
+        "waagent_guard.bundle.command:run",
+        "collect the support log set, secrets redacted",
+    )
+    bundle.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        default=None,
+        help="archive path, or - for stdout (default under bundle.output_dir)",
+    )
+    bundle.add_argument(
+        "--since",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="only log records newer than DURATION ago (journal, logs)",
+    )
     bundle.add_argument("--full", action="store_true", help="add syslog, cloud-init and network")
     bundle.add_argument("--xz", action="store_true", help="tar.xz instead of tar.gz")
-    bundle.add_argument("--max-file-size", type=_size, default=None, metavar="SIZE",
-                        help="per-file cap, e.g. 30M (default bundle.max_file_bytes)")
-    bundle.add_argument("--max-total-size", type=_size, default=None, metavar="SIZE",
-                        help="total cap, e.g. 150M (default bundle.max_total_bytes)")
+    bundle.add_argument(
+        "--max-file-size",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="per-file cap, e.g. 30M (default bundle.max_file_bytes)",
+    )
+    bundle.add_argument(
+        "--max-total-size",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="total cap, e.g. 150M (default bundle.max_total_bytes)",
+    )
     return parser
 
 
@@ -189,8 +239,9 @@ def _configure_logging(debug: bool) -> None:
     configure_cli_logging(debug=debug)
 
 
-def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
-         stderr: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     parser = build_parser()

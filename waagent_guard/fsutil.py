@@ -48,7 +48,9 @@ def atomic_writer(
     try:
         fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as error:
-        raise WriteError(f"{path}: cannot create a temporary file in {directory}: {error.strerror}") from error
+        raise WriteError(
+            f"{path}: cannot create a temporary file in {directory}: {error.strerror}"
+        ) from error
     temp_path = Path(temp_name)
     try:
         with os.fdopen(fd, "wb") as handle:

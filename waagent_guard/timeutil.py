@@ -36,7 +36,7 @@ def parse_size(text: str) -> int:
 
 def format_duration(seconds: float) -> str:
     """3725 -> '1h2m5s' (for screens)."""
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 0:
         return "-" + format_duration(-seconds)
     parts = []

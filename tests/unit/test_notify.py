@@ -1,0 +1,195 @@
+"""sd_notify against a real AF_UNIX datagram socket, through both backends."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from waagent_guard.notify import Notifier, notify_address, watchdog_interval
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(5)
+    try:
+        yield str(path), sock
+    finally:
+        sock.close()
+
+
+def receive(sock: socket.socket) -> dict[str, str]:
+    data = sock.recv(65536).decode("utf-8")
+    return dict(line.split("=", 1) for line in data.split("\n"))
+
+
+def test_fallback_sends_ready_status_watchdog_and_stopping_to_a_real_socket(
+    notify_socket: tuple[str, socket.socket],
+) -> None:
+    path, sock = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path}, force_fallback=True)
+    assert notifier.backend == "socket"
+
+    assert notifier.ready("watching 3 directories")
+    assert receive(sock) == {"READY": "1", "STATUS": "watching 3 directories"}
+    assert notifier.status("agent up\nsecond line")
+    assert receive(sock) == {"STATUS": "agent up second line"}
+    assert notifier.watchdog()
+    assert receive(sock) == {"WATCHDOG": "1"}
+    assert notifier.stopping()
+    assert receive(sock) == {"STOPPING": "1"}
+
+
+def test_reloading_carries_the_monotonic_timestamp_in_microseconds(
+    notify_socket: tuple[str, socket.socket],
+) -> None:
+    path, sock = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path}, force_fallback=True, clock_monotonic=lambda: 12.5)
+    notifier.reloading("reloading configuration")
+    assert receive(sock) == {
+        "RELOADING": "1",
+        "MONOTONIC_USEC": "12500000",
+        "STATUS": "reloading configuration",
+    }
+
+
+def test_reloading_uses_the_real_monotonic_clock_by_default(
+    notify_socket: tuple[str, socket.socket],
+) -> None:
+    path, sock = notify_socket
+    Notifier({"NOTIFY_SOCKET": path}, force_fallback=True).reloading()
+    assert int(receive(sock)["MONOTONIC_USEC"]) > 0
+
+
+def test_abstract_socket_is_reached_through_an_at_sign() -> None:
+    name = f"waagent-guard-test-{uuid.uuid4().hex}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(5)
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": "@" + name}, force_fallback=True)
+        assert notifier.ready()
+        assert receive(sock) == {"READY": "1"}
+    finally:
+        sock.close()
+
+
+def test_notify_address_maps_at_sign_to_nul() -> None:
+    assert notify_address("@abc") == "\0abc"
+    assert notify_address("/run/systemd/notify") == "/run/systemd/notify"
+
+
+def test_systemd_python_backend_reaches_the_same_real_socket(
+    notify_socket: tuple[str, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("systemd.daemon")
+    path, sock = notify_socket
+    # libsystemd reads NOTIFY_SOCKET from the process environment itself.
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    notifier = Notifier()
+    assert notifier.backend == "systemd"
+    assert notifier.ready("up")
+    assert receive(sock) == {"READY": "1", "STATUS": "up"}
+    assert notifier.watchdog()
+    assert receive(sock) == {"WATCHDOG": "1"}
+    assert notifier.stopping()
+    assert receive(sock) == {"STOPPING": "1"}
+
+
+def test_systemd_python_is_not_used_when_the_injected_socket_differs(
+    notify_socket: tuple[str, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, sock = notify_socket
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    notifier = Notifier({"NOTIFY_SOCKET": path}, systemd_notify=lambda message: True)
+    assert notifier.backend == "socket"
+    assert notifier.ready()
+    assert receive(sock) == {"READY": "1"}
+
+
+def test_an_injected_systemd_notify_function_receives_the_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[str] = []
+    monkeypatch.setenv("NOTIFY_SOCKET", "/nonexistent/notify")
+    notifier = Notifier(systemd_notify=lambda message: sent.append(message) or True)
+    assert notifier.backend == "systemd"
+    assert notifier.status("fine")
+    assert sent == ["STATUS=fine"]
+
+
+def test_without_notify_socket_every_call_is_a_no_op() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled
+    assert notifier.backend == "none"
+    assert notifier.ready() is False
+    assert notifier.watchdog() is False
+    assert notifier.stopping() is False
+    assert notifier.watchdog_interval() is None
+
+
+def test_send_with_only_empty_fields_sends_nothing(
+    notify_socket: tuple[str, socket.socket],
+) -> None:
+    path, _ = notify_socket
+    assert Notifier({"NOTIFY_SOCKET": path}, force_fallback=True).send(STATUS=None) is False
+
+
+def test_a_missing_socket_is_logged_once_and_never_raises(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")}, force_fallback=True)
+    with caplog.at_level(logging.DEBUG, logger="waagent_guard.notify"):
+        assert notifier.watchdog() is False
+        assert notifier.watchdog() is False
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "gone.sock" in warnings[0].getMessage()
+
+
+def test_a_failing_systemd_notify_is_logged_and_never_raises(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(message: str) -> bool:
+        raise OSError(111, "Connection refused")
+
+    monkeypatch.setenv("NOTIFY_SOCKET", "/nonexistent/notify")
+    notifier = Notifier(systemd_notify=broken)
+    with caplog.at_level(logging.WARNING, logger="waagent_guard.notify"):
+        assert notifier.ready() is False
+    assert "cannot notify systemd" in caplog.text
+
+
+def test_watchdog_interval_is_read_from_watchdog_usec_for_this_pid() -> None:
+    env = {"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}
+    assert watchdog_interval(env) == 30.0
+    notifier = Notifier(env)
+    assert notifier.watchdog_interval() == 30.0
+    assert notifier.watchdog_period() == 15.0
+
+
+def test_watchdog_interval_without_pid_applies_to_us() -> None:
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000"}, pid=1234) == 2.0
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"},
+        {"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "not-a-pid"},
+        {"WATCHDOG_USEC": "soon"},
+        {"WATCHDOG_USEC": "0"},
+    ],
+)
+def test_watchdog_interval_is_none_when_absent_inherited_or_invalid(env: dict[str, str]) -> None:
+    assert watchdog_interval(env, pid=4242) is None
+    assert Notifier(env, pid=4242).watchdog_period() is None

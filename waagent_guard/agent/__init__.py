@@ -1,0 +1,1 @@
+"""Read-only knowledge of the Azure Linux agent: its config, log, Lib.Dir state and processes."""

@@ -1,0 +1,410 @@
+"""The agent's /etc/waagent.conf: parsed exactly as the agent does, viewed typed, edited minimally.
+
+The parser mirrors `ConfigurationProvider.load` in the agent's
+`azurelinuxagent/common/conf.py`: the file is decoded as strict UTF-8 and split on
+`\\n` only (a `\\r` stays part of the line); a line is used when it does not start
+with `#` (no stripping first) and contains `=`; the key is the text left of the
+first `=`, stripped; the value is the rest cut at the first `#`, stripped of spaces
+and double quotes, then of whitespace; the value `None` means "use the default";
+the last duplicate wins. Switches accept `y`/`n` in any case, anything else means
+the code default.
+
+A `ConfDocument` keeps every physical line's bytes, so `render()` gives back the
+input byte for byte and `with_value` changes one line only. `set_conf_value`
+writes the result atomically (same directory, same mode and owner, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from waagent_guard.errors import ConfigError, InputError, PermissionDeniedError
+from waagent_guard.fsutil import atomic_write
+from waagent_guard.sysroot import (
+    DEFAULT_EXTENSION_LOG_DIR,
+    DEFAULT_LIB_DIR,
+    DEFAULT_PID_FILE,
+    Sysroot,
+)
+
+logger = logging.getLogger(__name__)
+
+# A waagent.conf is a few KiB; refuse to slurp (or rewrite) anything absurd.
+MAX_CONF_BYTES = 64 * 1024 * 1024
+
+# The agent's switches and their code defaults (azurelinuxagent/common/conf.py,
+# __SWITCH_OPTIONS__ plus switches read directly). Used to flag values the agent
+# silently ignores.
+SWITCH_DEFAULTS: dict[str, bool] = {
+    "AutoUpdate.Enabled": True,
+    "CGroups.Enabled": True,
+    "Debug.EnableFastTrack": False,
+    "DetectScvmmEnv": False,
+    "EnableOverProvisioning": True,
+    "Extensions.Enabled": True,
+    "Logs.Collect": True,
+    "Logs.Console": True,
+    "Logs.Verbose": False,
+    "OS.AllowHTTP": False,
+    "OS.EnableFIPS": False,
+    "OS.EnableFirewall": False,
+    "OS.EnableRDMA": False,
+    "Provisioning.AllowResetSysUser": False,
+    "Provisioning.DecodeCustomData": False,
+    "Provisioning.DeleteRootPassword": False,
+    "Provisioning.ExecuteCustomData": False,
+    "Provisioning.MonitorHostName": False,
+    "Provisioning.RegenerateSshHostKeyPair": False,
+    "ResourceDisk.EnableSwap": False,
+    "ResourceDisk.Format": False,
+}
+# AutoUpdate.UpdateToLatestVersion defaults to whatever AutoUpdate.Enabled says.
+UPDATE_TO_LATEST_KEY = "AutoUpdate.UpdateToLatestVersion"
+INTEGER_DEFAULTS: dict[str, Optional[int]] = {
+    "Extensions.GoalStatePeriod": 6,
+    "HttpProxy.Port": None,
+    "Logs.CollectPeriod": 3600,
+    "OS.EnableFirewallPeriod": 30,
+}
+STRING_DEFAULTS: dict[str, Optional[str]] = {
+    "Extension.LogDir": DEFAULT_EXTENSION_LOG_DIR,
+    "HttpProxy.Host": None,
+    "Lib.Dir": DEFAULT_LIB_DIR,
+    "Pid.File": DEFAULT_PID_FILE,
+    "Provisioning.Agent": "auto",
+}
+
+
+@dataclass(frozen=True)
+class ConfLine:
+    """One physical line; `raw` includes its end of line (absent on an unterminated last line)."""
+
+    number: int  # 1-based
+    raw: bytes
+    key: Optional[str]  # None unless the agent would use the line
+    value: Optional[str]  # as the agent parses it; None for "None" or an unused line
+
+    @property
+    def eol(self) -> bytes:
+        if self.raw.endswith(b"\r\n"):
+            return b"\r\n"
+        return b"\n" if self.raw.endswith(b"\n") else b""
+
+
+@dataclass(frozen=True)
+class ConfDocument:
+    """A parsed waagent.conf that renders back to exactly the bytes it came from."""
+
+    lines: tuple[ConfLine, ...]
+    problems: tuple[str, ...] = ()
+
+    def get(self, key: str) -> Optional[str]:
+        """The effective value of `key` (last active line wins); None = the agent's default."""
+        line = self._last_line(key)
+        return line.value if line is not None else None
+
+    def as_dict(self) -> dict[str, str]:
+        """Every key with an effective value; keys set to `None` (use default) are left out."""
+        values: dict[str, Optional[str]] = {}
+        for line in self.lines:
+            if line.key is not None:
+                values[line.key] = line.value
+        return {key: value for key, value in values.items() if value is not None}
+
+    def render(self) -> bytes:
+        return b"".join(line.raw for line in self.lines)
+
+    def with_value(self, key: str, value: Optional[str]) -> ConfDocument:
+        """A copy with `key` set to `value` (None removes the key's last active line).
+
+        Only the key's last active line changes (rewritten as `Key=value`, its end of
+        line kept); a key with no active line is appended. Every other byte is kept.
+        """
+        _check_key(key)
+        last = self._last_line(key)
+        if value is None:
+            if last is None:
+                return self
+            kept = [line.raw for line in self.lines if line is not last]
+            return parse_conf(b"".join(kept))
+        encoded = _check_value(key, value)
+        if last is not None:
+            eol = last.eol
+            raws = [
+                key.encode("utf-8") + b"=" + encoded + eol if line is last else line.raw
+                for line in self.lines
+            ]
+            return parse_conf(b"".join(raws))
+        return parse_conf(self._appended(key.encode("utf-8") + b"=" + encoded))
+
+    def _last_line(self, key: str) -> Optional[ConfLine]:
+        for line in reversed(self.lines):
+            if line.key == key:
+                return line
+        return None
+
+    def _appended(self, content: bytes) -> bytes:
+        crlf = sum(1 for line in self.lines if line.eol == b"\r\n")
+        lf = sum(1 for line in self.lines if line.eol == b"\n")
+        eol = b"\r\n" if crlf > lf else b"\n"
+        data = self.render()
+        if data and not data.endswith(b"\n"):
+            # A CRLF after an unterminated last line would hand the agent an extra
+            # "\r" inside that line, which can change its value (`K="v"` -> `v"`).
+            last = self.lines[-1]
+            data += eol if _parse_value(last.raw + b"\r") == last.value else b"\n"
+        return data + content + eol
+
+
+def parse_conf(data: bytes) -> ConfDocument:
+    """Parse waagent.conf bytes the way the agent does; never raises on content."""
+    pieces = data.split(b"\n")
+    raws = [piece + b"\n" for piece in pieces[:-1]]
+    if pieces[-1]:
+        raws.append(pieces[-1])
+    problems: list[str] = []
+    if not data:
+        problems.append("the file is empty; the agent refuses to start with an empty configuration")
+    lines: list[ConfLine] = []
+    for number, raw in enumerate(raws, start=1):
+        content = raw[:-1] if raw.endswith(b"\n") else raw
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError as error:
+            problems.append(
+                f"line {number}: not UTF-8 (byte 0x{content[error.start]:02x} at column "
+                f"{error.start + 1}); the agent decodes the whole file as strict UTF-8 and "
+                "fails to load it: re-save the file as UTF-8"
+            )
+            text = content.decode("utf-8", errors="replace")
+        key, value = _parse_text(text)
+        lines.append(ConfLine(number=number, raw=raw, key=key, value=value))
+    document = ConfDocument(lines=tuple(lines))
+    problems.extend(_value_problems(document))
+    return ConfDocument(lines=document.lines, problems=tuple(problems))
+
+
+def _parse_text(text: str) -> tuple[Optional[str], Optional[str]]:
+    # Same expression as ConfigurationProvider.load; keep it literally equivalent.
+    if text.startswith("#") or "=" not in text:
+        return None, None
+    left, right = text.split("=", 1)
+    value = right.split("#")[0].strip('" ').strip()
+    return left.strip(), (None if value == "None" else value)
+
+
+def _parse_value(raw: bytes) -> Optional[str]:
+    content = raw[:-1] if raw.endswith(b"\n") else raw
+    return _parse_text(content.decode("utf-8", errors="replace"))[1]
+
+
+def _value_problems(document: ConfDocument) -> list[str]:
+    problems: list[str] = []
+    for key in (*SWITCH_DEFAULTS, UPDATE_TO_LATEST_KEY, *INTEGER_DEFAULTS):
+        line = document._last_line(key)
+        if line is None or line.value is None:
+            continue
+        if key in INTEGER_DEFAULTS:
+            if _as_int(line.value) is None:
+                problems.append(
+                    f"line {line.number}: {key}={line.value} is not an integer; "
+                    f"the agent ignores it and uses its default ({INTEGER_DEFAULTS[key]})"
+                )
+        elif _as_switch(line.value) is None:
+            default = (
+                "AutoUpdate.Enabled"
+                if key == UPDATE_TO_LATEST_KEY
+                else ("y" if SWITCH_DEFAULTS[key] else "n")
+            )
+            problems.append(
+                f"line {line.number}: {key}={line.value} is not y or n; "
+                f"the agent ignores it and uses its default ({default})"
+            )
+    return problems
+
+
+def _check_key(key: str) -> None:
+    if not key:
+        raise ConfigError("waagent.conf: the key is empty; give a key such as Logs.Verbose")
+    bad = [char for char in key if char in "=#\0" or char.isspace()]
+    if bad:
+        raise ConfigError(
+            f"waagent.conf: key {key!r} contains {bad[0]!r}; keys may not contain '=', '#', "
+            "NUL or whitespace"
+        )
+    _encode(key, key)
+
+
+def _check_value(key: str, value: str) -> bytes:
+    for char, name in (
+        ("#", "'#' (the agent cuts the value there)"),
+        ("\n", "a newline"),
+        ("\r", "a carriage return"),
+        ("\0", "a NUL byte"),
+    ):
+        if char in value:
+            raise ConfigError(f"waagent.conf: {key}: the value contains {name}; remove it")
+    if value != value.strip() or value != value.strip('" '):
+        raise ConfigError(
+            f"waagent.conf: {key}: the value {value!r} starts or ends with whitespace or a double "
+            "quote, which the agent strips; give the bare value"
+        )
+    return _encode(key, value)
+
+
+def _encode(key: str, text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ConfigError(f"waagent.conf: {key}: {text!r} cannot be written as UTF-8") from error
+
+
+def _read_conf(path: Path) -> bytes:
+    """The file's bytes, or a typed error naming the path and the fix."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONF_BYTES + 1)
+    except FileNotFoundError as error:
+        raise InputError(f"{path}: not found") from error
+    except IsADirectoryError as error:
+        raise InputError(f"{path}: is a directory, not the agent's config file") from error
+    except PermissionError as error:
+        raise PermissionDeniedError(
+            f"{path}: cannot read it ({error.strerror}); run as root"
+        ) from error
+    except OSError as error:
+        raise InputError(f"{path}: cannot read it ({error.strerror or error})") from error
+    if len(data) > MAX_CONF_BYTES:
+        raise InputError(
+            f"{path}: larger than {MAX_CONF_BYTES >> 20} MiB; not a waagent.conf, not read"
+        )
+    return data
+
+
+def load_conf(path: Path) -> ConfDocument:
+    """Parse the file at `path`; a missing or unreadable file gives an empty document + problem."""
+    try:
+        data = _read_conf(Path(path))
+    except (InputError, PermissionDeniedError) as error:
+        return ConfDocument(lines=(), problems=(error.message,))
+    return parse_conf(data)
+
+
+def set_conf_value(
+    path: Path, key: str, value: Optional[str]
+) -> tuple[Optional[str], Optional[str]]:
+    """Set (or with None, unset) `key` in the file at `path` by a minimal atomic edit.
+
+    Returns (previous effective value, new effective value). An unchanged file is not
+    rewritten. A symlink is followed so the link itself survives. The agent reads its
+    config only at start: the caller must restart it for the change to apply.
+    """
+    path = Path(path)
+    try:
+        data = _read_conf(path)
+    except InputError as error:
+        if isinstance(error.__cause__, FileNotFoundError):
+            raise InputError(
+                f"{path}: not found; the agent's config is missing, so nothing was changed "
+                "(the guard never creates waagent.conf from nothing: reinstall or restore the "
+                "agent's package config, or set agent.conf_path)"
+            ) from error
+        raise
+    document = parse_conf(data)
+    edited = document.with_value(key, value)
+    new_data = edited.render()
+    if new_data != data:
+        atomic_write(Path(os.path.realpath(path)), new_data)
+        logger.info("%s: %s %s", path, "unset" if value is None else "set", key)
+    return document.get(key), edited.get(key)
+
+
+def conf_path(sysroot: Sysroot, override: Optional[str]) -> Path:
+    """The agent's config: guard setting `agent.conf_path` under the sysroot, else per distro."""
+    if override:
+        if not override.startswith("/"):
+            raise ConfigError(
+                "agent.conf_path: must be an absolute path such as /etc/waagent.conf "
+                f"(got {override!r})"
+            )
+        return sysroot.path(override)
+    return sysroot.find_waagent_conf()
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The settings the guard cares about, with the agent's code defaults applied."""
+
+    logs_verbose: bool
+    logs_collect: bool
+    extensions_enabled: bool
+    autoupdate_enabled: bool
+    update_to_latest: Optional[bool]  # None when absent (or not y/n)
+    auto_update: bool  # effective: update_to_latest when set, else autoupdate_enabled
+    http_proxy_host: Optional[str]
+    http_proxy_port: Optional[int]
+    os_enable_firewall: bool
+    lib_dir: str
+    extension_log_dir: str
+    pid_file: str
+    provisioning_agent: str
+    goal_state_period: int
+
+
+def _as_switch(value: Optional[str]) -> Optional[bool]:
+    if value is None:
+        return None
+    lowered = value.lower()
+    return True if lowered == "y" else False if lowered == "n" else None
+
+
+def _as_int(value: Optional[str]) -> Optional[int]:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:  # includes Python's limit on very long digit strings
+        return None
+
+
+def agent_config(document: ConfDocument) -> AgentConfig:
+    """The typed view the agent itself would compute from `document`."""
+
+    def switch(key: str) -> bool:
+        parsed = _as_switch(document.get(key))
+        return SWITCH_DEFAULTS[key] if parsed is None else parsed
+
+    def string(key: str) -> str:
+        value = document.get(key)
+        default = STRING_DEFAULTS[key]
+        assert default is not None
+        return default if value is None else value
+
+    def integer(key: str) -> Optional[int]:
+        parsed = _as_int(document.get(key))
+        return INTEGER_DEFAULTS[key] if parsed is None else parsed
+
+    autoupdate_enabled = switch("AutoUpdate.Enabled")
+    update_to_latest = _as_switch(document.get(UPDATE_TO_LATEST_KEY))
+    goal_state_period = integer("Extensions.GoalStatePeriod")
+    assert goal_state_period is not None
+    return AgentConfig(
+        logs_verbose=switch("Logs.Verbose"),
+        logs_collect=switch("Logs.Collect"),
+        extensions_enabled=switch("Extensions.Enabled"),
+        autoupdate_enabled=autoupdate_enabled,
+        update_to_latest=update_to_latest,
+        auto_update=autoupdate_enabled if update_to_latest is None else update_to_latest,
+        http_proxy_host=document.get("HttpProxy.Host"),
+        http_proxy_port=integer("HttpProxy.Port"),
+        os_enable_firewall=switch("OS.EnableFirewall"),
+        lib_dir=string("Lib.Dir"),
+        extension_log_dir=string("Extension.LogDir"),
+        pid_file=string("Pid.File"),
+        provisioning_agent=string("Provisioning.Agent"),
+        goal_state_period=goal_state_period,
+    )

@@ -1,0 +1,190 @@
+"""The systemd notification protocol (sd_notify) for `Type=notify` services.
+
+Owns what the daemon tells its service manager: READY=1, STATUS=, WATCHDOG=1,
+RELOADING=1 (with MONOTONIC_USEC= as systemd >= 253 wants), STOPPING=1, and how
+often the watchdog must be pinged (WATCHDOG_USEC / WATCHDOG_PID).
+
+`systemd.daemon.notify` (systemd-python) is used when it imports and would
+reach the same socket; otherwise a small pure-Python sender writes one datagram
+to NOTIFY_SOCKET (a path, or an abstract socket when it starts with "@").
+Without NOTIFY_SOCKET every call is a no-op. Sending never raises: a failure is
+logged once, because a daemon must not die for want of a status line.
+See sd_notify(3) and https://systemd.io/NOTIFY/ (protocol description).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any, Callable, Optional
+
+logger = logging.getLogger(__name__)
+
+NotifyFunction = Callable[[str], Any]
+
+
+def _load_systemd_notify() -> Optional[NotifyFunction]:
+    try:
+        from systemd import daemon  # optional dependency: systemd-python
+    except ImportError:
+        return None
+    function: NotifyFunction = daemon.notify
+    return function
+
+
+def watchdog_interval(
+    environ: Optional[Mapping[str, str]] = None, *, pid: Optional[int] = None
+) -> Optional[float]:
+    """The watchdog timeout in seconds systemd gave this process, or None.
+
+    None when WATCHDOG_USEC is absent, not a positive integer, or when
+    WATCHDOG_PID names another process (the variable was inherited). Ping at
+    half this interval (`Notifier.watchdog_period`), as sd_watchdog_enabled(3)
+    recommends.
+    """
+    env = os.environ if environ is None else environ
+    raw_usec = env.get("WATCHDOG_USEC")
+    if not raw_usec:
+        return None
+    raw_pid = env.get("WATCHDOG_PID")
+    if raw_pid:
+        try:
+            if int(raw_pid) != (os.getpid() if pid is None else pid):
+                return None
+        except ValueError:
+            return None
+    try:
+        usec = int(raw_usec)
+    except ValueError:
+        return None
+    if usec <= 0:
+        return None
+    return usec / 1_000_000
+
+
+def notify_address(socket_path: str) -> str:
+    """NOTIFY_SOCKET as a socket address: a leading "@" means the abstract namespace."""
+    if socket_path.startswith("@"):
+        return "\0" + socket_path[1:]
+    return socket_path
+
+
+class Notifier:
+    """Sends sd_notify messages; a no-op outside a `Type=notify` service.
+
+    `environ` (default `os.environ`) supplies NOTIFY_SOCKET and the watchdog
+    variables; `socket_path` overrides NOTIFY_SOCKET. `force_fallback=True`
+    skips systemd-python (tests, or a library that misbehaves). `clock_monotonic`
+    gives CLOCK_MONOTONIC in seconds for RELOADING's MONOTONIC_USEC.
+    """
+
+    def __init__(
+        self,
+        environ: Optional[Mapping[str, str]] = None,
+        *,
+        socket_path: Optional[str] = None,
+        force_fallback: bool = False,
+        pid: Optional[int] = None,
+        clock_monotonic: Callable[[], float] = lambda: time.clock_gettime(time.CLOCK_MONOTONIC),
+        systemd_notify: Optional[NotifyFunction] = None,
+    ) -> None:
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._socket_path = (
+            socket_path if socket_path is not None else self._environ.get("NOTIFY_SOCKET") or None
+        )
+        self._pid = pid
+        self._clock_monotonic = clock_monotonic
+        self._reported_failure = False
+        self._systemd_notify: Optional[NotifyFunction] = None
+        if self._socket_path and not force_fallback:
+            function = systemd_notify if systemd_notify is not None else _load_systemd_notify()
+            # libsystemd reads NOTIFY_SOCKET from the real process environment;
+            # use it only when that is the socket we were asked to talk to.
+            if function is not None and os.environ.get("NOTIFY_SOCKET") == self._socket_path:
+                self._systemd_notify = function
+
+    @property
+    def enabled(self) -> bool:
+        """True when a notify socket is configured (we run as a Type=notify service)."""
+        return bool(self._socket_path)
+
+    @property
+    def backend(self) -> str:
+        """"systemd" (systemd-python), "socket" (pure Python) or "none"."""
+        if not self._socket_path:
+            return "none"
+        return "systemd" if self._systemd_notify is not None else "socket"
+
+    def watchdog_interval(self) -> Optional[float]:
+        """The service's WatchdogSec in seconds, or None when the watchdog is off."""
+        return watchdog_interval(self._environ, pid=self._pid)
+
+    def watchdog_period(self) -> Optional[float]:
+        """How often to send WATCHDOG=1: half the watchdog interval."""
+        interval = self.watchdog_interval()
+        return None if interval is None else interval / 2
+
+    def ready(self, status: Optional[str] = None) -> bool:
+        return self.send(READY="1", STATUS=status)
+
+    def status(self, text: str) -> bool:
+        return self.send(STATUS=text)
+
+    def watchdog(self) -> bool:
+        return self.send(WATCHDOG="1")
+
+    def reloading(self, status: Optional[str] = None) -> bool:
+        # systemd >= 253 (Type=notify-reload) wants the reload's monotonic timestamp.
+        usec = int(self._clock_monotonic() * 1_000_000)
+        return self.send(RELOADING="1", MONOTONIC_USEC=str(usec), STATUS=status)
+
+    def stopping(self, status: Optional[str] = None) -> bool:
+        return self.send(STOPPING="1", STATUS=status)
+
+    def send(self, **fields: Optional[str]) -> bool:
+        """Send `KEY=value` lines (None values are skipped); True when delivered.
+
+        A STATUS value is flattened to one line, since a newline would start a
+        new field.
+        """
+        if not self._socket_path:
+            return False
+        lines = []
+        for key, value in fields.items():
+            if value is None:
+                continue
+            text = str(value)
+            if key == "STATUS":
+                text = " ".join(text.splitlines())
+            lines.append(f"{key}={text}")
+        if not lines:
+            return False
+        message = "\n".join(lines)
+        try:
+            if self._systemd_notify is not None:
+                return bool(self._systemd_notify(message))
+            self._send_datagram(message.encode("utf-8"))
+        except Exception as error:  # never let a notification failure kill the daemon
+            self._report_failure(error)
+            return False
+        return True
+
+    def _send_datagram(self, payload: bytes) -> None:
+        assert self._socket_path is not None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(payload, notify_address(self._socket_path))
+
+    def _report_failure(self, error: BaseException) -> None:
+        if self._reported_failure:
+            logger.debug("sd_notify to %s failed again: %s", self._socket_path, error)
+            return
+        self._reported_failure = True
+        logger.warning(
+            "cannot notify systemd through NOTIFY_SOCKET=%s: %s "
+            "(further failures are logged at debug level)",
+            self._socket_path,
+            error,
+        )

@@ -1,0 +1,259 @@
+"""`waagent-guard status`: the agent's health on one screen, or as stable JSON.
+
+`status_document()` is pure (Observation -> dict) and defines the JSON schema
+documented in the README; `render_text()` is the five-second screen. Exit code:
+0 healthy, 1 degraded, 2 down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from datetime import datetime
+from typing import Any, Optional
+
+from waagent_guard import __version__
+from waagent_guard.cli import Context
+from waagent_guard.observe import Assessment, Observation, assess, observe
+from waagent_guard.timeutil import format_duration, iso_utc
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "waagent-guard/status/v1"
+
+
+def _iso(moment: Optional[datetime]) -> Optional[str]:
+    if moment is None:
+        return None
+    return iso_utc(moment.timestamp())
+
+
+def _process(process: Any) -> Optional[dict[str, Any]]:
+    if process is None:
+        return None
+    return {
+        "pid": process.pid,
+        "version": process.version,
+        "start_time": iso_utc(process.start_time),
+        "rss_bytes": process.rss_bytes,
+        "cpu_seconds": process.cpu_seconds,
+    }
+
+
+def status_document(
+    observation: Observation,
+    assessment: Assessment,
+    *,
+    lease: Optional[dict[str, Any]] = None,
+    guard: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """The stable JSON document (schema waagent-guard/status/v1)."""
+    config = observation.config
+    unit = observation.unit
+    handler = observation.vmsnapshot
+    status = handler.status if handler is not None else None
+    counts = dict(observation.log.counts_by_level)
+    events = {
+        name: {"count": stat.count, "last_seen": _iso(stat.last_seen)}
+        for name, stat in sorted(observation.log.events.items())
+        if stat.count
+    }
+    return {
+        "schema": SCHEMA,
+        "generated_at": iso_utc(observation.time),
+        "guard_version": __version__,
+        "root": str(observation.sysroot.root),
+        "health": assessment.health,
+        "reasons": list(assessment.reasons),
+        "agent": {
+            "running": observation.daemon is not None,
+            "daemon_version": observation.daemon_version,
+            "goal_state_version": observation.goal_state_version,
+            "daemon": _process(observation.daemon),
+            "exthandler_running": observation.exthandler is not None,
+            "exthandler": _process(observation.exthandler),
+            "disabled": observation.lib.disable_agent,
+            "pidfile": {
+                "path": observation.sysroot.host_path(observation.pidfile.path),
+                "pid": observation.pidfile.pid,
+                "state": observation.pidfile.state,
+            },
+            "unit": None
+            if unit is None
+            else {
+                "name": observation.unit_name,
+                "manager": observation.manager_name,
+                "active_state": unit.active_state,
+                "sub_state": unit.sub_state,
+                "main_pid": unit.main_pid,
+                "n_restarts": unit.n_restarts,
+                "result": unit.result,
+                "restart": unit.restart,
+                "autorestart": unit.autorestart,
+            },
+            "unit_error": observation.unit_error,
+        },
+        "config": {
+            "path": observation.sysroot.host_path(observation.conf_path),
+            "logs_verbose": config.logs_verbose,
+            "extensions_enabled": config.extensions_enabled,
+            "auto_update": config.auto_update,
+            "autoupdate_enabled": config.autoupdate_enabled,
+            "update_to_latest_version": config.update_to_latest,
+            "http_proxy": (
+                f"{config.http_proxy_host}:{config.http_proxy_port}"
+                if config.http_proxy_host
+                else None
+            ),
+            "os_enable_firewall": config.os_enable_firewall,
+            "lib_dir": config.lib_dir,
+            "extension_log_dir": config.extension_log_dir,
+            "problems": list(observation.conf.problems),
+        },
+        "verbose_lease": lease,
+        "vmsnapshot": {
+            "installed": handler is not None,
+            "version": handler.version if handler is not None else None,
+            "version_ok": observation.vmsnapshot_version_ok,
+            "min_version": observation.min_vmsnapshot_version,
+            "handler_state": handler.handler_state if handler is not None else None,
+            "status": status.status if status is not None else None,
+            "operation": status.operation if status is not None else None,
+            "code": status.code if status is not None else None,
+            "snapshot_in_progress": observation.snapshot_in_progress,
+        },
+        "extensions": [
+            {
+                "name": item.name,
+                "version": item.version,
+                "handler_state": item.handler_state,
+                "status": item.status.status if item.status is not None else None,
+                "active": item.active,
+            }
+            for item in observation.lib.handlers
+        ],
+        "wireserver_endpoint": observation.lib.wireserver_endpoint,
+        "log": {
+            "path": observation.sysroot.host_path(observation.log_path),
+            "last_heartbeat": _iso(observation.log.last_heartbeat),
+            "last_record": _iso(observation.log.last_record_time),
+            "errors_total": counts.get("ERROR", 0),
+            "warnings_total": counts.get("WARNING", 0),
+            "counts_by_level": counts,
+            "events": events,
+        },
+        "guard": guard,
+        "problems": list(observation.lib.problems),
+        "unreadable": list(observation.unreadable),
+    }
+
+
+def _ago(moment: Optional[str], now: float) -> str:
+    if moment is None:
+        return "never seen"
+    stamp = datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
+    return f"{moment} ({format_duration(now - stamp)} ago)"
+
+
+def _onoff(value: Optional[bool]) -> str:
+    return "unknown" if value is None else ("on" if value else "off")
+
+
+def render_text(document: dict[str, Any], now: float) -> str:
+    """The screen a person reads in five seconds."""
+    agent = document["agent"]
+    config = document["config"]
+    snapshot = document["vmsnapshot"]
+    logdoc = document["log"]
+    health = document["health"]
+    lines = [f"waagent-guard status: {health.upper() if health != 'healthy' else health}"]
+    if agent["running"]:
+        daemon = agent["daemon"]
+        lines.append(
+            f"  agent        running (pid {daemon['pid']})  daemon {agent['daemon_version'] or '?'}"
+            f"  goal-state {agent['goal_state_version'] or '?'}"
+        )
+    else:
+        lines.append(f"  agent        NOT RUNNING (pidfile {agent['pidfile']['state']})")
+    exthandler = agent["exthandler"]
+    lines.append(
+        "  exthandler   "
+        + (f"running (pid {exthandler['pid']})" if exthandler else "not running")
+        + ("  [agent disabled]" if agent["disabled"] else "")
+    )
+    unit = agent["unit"]
+    if unit is not None:
+        lines.append(
+            f"  unit         {unit['name']} {unit['active_state']}/{unit['sub_state']}"
+            f"  restarts itself: {'yes' if unit['autorestart'] else 'no'}"
+            f" (Restart={unit['restart']})"
+        )
+    elif agent["unit_error"]:
+        lines.append(f"  unit         unknown: {agent['unit_error']}")
+    lines.append(
+        f"  config       {config['path']}  verbose {_onoff(config['logs_verbose'])}"
+        f"  extensions {_onoff(config['extensions_enabled'])}"
+        f"  auto-update {_onoff(config['auto_update'])}"
+    )
+    lease = document.get("verbose_lease")
+    if lease:
+        lines.append(
+            f"  verbose      leased until {lease.get('expires_at_iso')}"
+            f" ({lease.get('reason') or 'no reason'})"
+        )
+    if snapshot["installed"]:
+        verdict = {True: "ok", False: "TOO OLD", None: "unknown"}[snapshot["version_ok"]]
+        lines.append(
+            f"  vmsnapshot   {snapshot['version']} ({verdict}; minimum {snapshot['min_version']})"
+            f"  state {snapshot['handler_state'] or '?'}"
+            f"  last {snapshot['operation'] or 'status'}: {snapshot['status'] or 'none'}"
+            + ("  [snapshot in progress]" if snapshot["snapshot_in_progress"] else "")
+        )
+    else:
+        lines.append("  vmsnapshot   not installed (installed by the first backup)")
+    lines.append(f"  heartbeat    {_ago(logdoc['last_heartbeat'], now)}")
+    recent = ", ".join(f"{name} x{item['count']}" for name, item in logdoc["events"].items())
+    lines.append(
+        f"  log          {logdoc['errors_total']} errors,"
+        f" {logdoc['warnings_total']} warnings recently"
+        + (f"; {recent}" if recent else "")
+    )
+    if document["reasons"]:
+        lines.append("why:")
+        lines.extend(f"  - {reason}" for reason in document["reasons"])
+    if document["unreadable"]:
+        lines.append("could not read:")
+        lines.extend(f"  - {item}" for item in document["unreadable"])
+    return "\n".join(lines) + "\n"
+
+
+def _lease(context: Context) -> Optional[dict[str, Any]]:
+    try:
+        from waagent_guard.lease import lease_summary
+    except ImportError:  # pragma: no cover - lease module is part of the package
+        return None
+    settings = context.settings()
+    return lease_summary(context.sysroot.path(settings.daemon.state_file))
+
+
+def run(args: argparse.Namespace, context: Context) -> int:
+    settings = context.settings()
+    manager = None
+    if context.sysroot.is_host or settings.agent.manager == "command":
+        from waagent_guard.service import make_service_manager
+
+        try:
+            manager = make_service_manager(settings, context.sysroot)
+        except Exception as error:
+            log.debug("no service manager: %s", error)
+    observation = observe(context.sysroot, settings, manager=manager)
+    assessment = assess(observation)
+    document = status_document(observation, assessment, lease=_lease(context))
+    if args.json:
+        json.dump(document, context.stdout, indent=2, sort_keys=False)
+        context.stdout.write("\n")
+    else:
+        context.stdout.write(render_text(document, observation.time))
+    return assessment.exit_code
+
