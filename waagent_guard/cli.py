@@ -10,6 +10,7 @@ traceback (unless `--debug`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -17,10 +18,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, TextIO
+from typing import TYPE_CHECKING, Callable, NoReturn, Optional, TextIO
 
 from waagent_guard import __version__
-from waagent_guard.errors import GuardError, UsageError
+from waagent_guard.errors import EX_SOFTWARE, EX_USAGE, GuardError, UsageError
 from waagent_guard.sysroot import GUARD_CONFIG, Sysroot
 
 if TYPE_CHECKING:
@@ -79,8 +80,16 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit 64 (EX_USAGE): 2 means "failures" for doctor/status."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--root",
         metavar="DIR",
@@ -95,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--debug", action="store_true", help="log debug output and tracebacks")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="waagent-guard",
         description="Health daemon for the Azure Linux guest agent (WALinuxAgent).",
         parents=[common],
@@ -246,13 +255,14 @@ def main(
     err = stderr or sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exit_request:
         return int(exit_request.code or 0)
     target = getattr(args, "handler", None)
     if not target:
         parser.print_help(err)
-        return 64
+        return EX_USAGE
     debug = bool(args.debug)
     if args.command != "run":
         _configure_logging(debug)
@@ -274,6 +284,15 @@ def main(
         return error.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # A bug, not a situation a person can fix: say so, show the trace with --debug.
+        if debug:
+            raise
+        print(
+            "waagent-guard: internal error (a bug); rerun with --debug and report the trace",
+            file=err,
+        )
+        return EX_SOFTWARE
     except BrokenPipeError:
         # `waagent-guard status | head`: the reader left; not an error worth a trace.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

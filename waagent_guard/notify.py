@@ -14,6 +14,7 @@ See sd_notify(3) and https://systemd.io/NOTIFY/ (protocol description).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -28,7 +29,7 @@ NotifyFunction = Callable[[str], Any]
 
 def _load_systemd_notify() -> Optional[NotifyFunction]:
     try:
-        from systemd import daemon  # optional dependency: systemd-python
+        daemon = importlib.import_module("systemd.daemon")  # optional: systemd-python
     except ImportError:
         return None
     function: NotifyFunction = daemon.notify

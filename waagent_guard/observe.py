@@ -186,6 +186,24 @@ def _unreadable(paths: list[Path], sysroot: Sysroot) -> tuple[str, ...]:
     return tuple(missing)
 
 
+def _processes_of(sysroot: Sysroot) -> tuple[AgentProcess, ...]:
+    """The agent's processes; under --root only those whose program lies inside the root.
+
+    A mounted disk has no live processes, but the demo and the integration tests
+    link `<root>/proc` to the host's /proc and run a simulated agent from inside
+    the tree: the filter keeps one guest's agent from being mistaken for another's.
+    """
+    processes = find_agent_processes(sysroot.proc)
+    if sysroot.is_host:
+        return processes
+    prefix = str(sysroot.root.resolve()) + os.sep
+    return tuple(
+        process
+        for process in processes
+        if any(argument.startswith(prefix) for argument in process.cmdline)
+    )
+
+
 def resolve_conf_path(sysroot: Sysroot, settings: Settings) -> Path:
     if settings.agent.conf_path:
         return sysroot.path(settings.agent.conf_path)
@@ -207,7 +225,7 @@ def observe(
     config = agent_config(conf)
     lib_dir = sysroot.path(config.lib_dir)
     lib = scan_lib_dir(lib_dir, now=now)
-    processes = find_agent_processes(sysroot.proc)
+    processes = _processes_of(sysroot)
     pidfile = check_pidfile(sysroot.path(config.pid_file), sysroot.proc)
     log_path = sysroot.path(settings.agent.log_path)
     signals = log_signals if log_signals is not None else read_log_signals(log_path, sysroot)

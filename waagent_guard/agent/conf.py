@@ -203,16 +203,22 @@ def _parse_value(raw: bytes) -> Optional[str]:
 
 
 def _value_problems(document: ConfDocument) -> list[str]:
-    problems: list[str] = []
-    for key in (*SWITCH_DEFAULTS, UPDATE_TO_LATEST_KEY, *INTEGER_DEFAULTS):
-        line = document._last_line(key)
-        if line is None or line.value is None:
+    """Switch and integer values the agent would silently ignore, in line order."""
+    typed = {*SWITCH_DEFAULTS, UPDATE_TO_LATEST_KEY, *INTEGER_DEFAULTS}
+    effective = {line.key: line for line in document.lines if line.key in typed}
+    problems: list[tuple[int, str]] = []
+    for key, line in effective.items():
+        if line.value is None:
             continue
+        shown = line.value if len(line.value) <= 40 else line.value[:40] + "..."
         if key in INTEGER_DEFAULTS:
             if _as_int(line.value) is None:
                 problems.append(
-                    f"line {line.number}: {key}={line.value} is not an integer; "
-                    f"the agent ignores it and uses its default ({INTEGER_DEFAULTS[key]})"
+                    (
+                        line.number,
+                        f"line {line.number}: {key}={shown} is not an integer; "
+                        f"the agent ignores it and uses its default ({INTEGER_DEFAULTS[key]})",
+                    )
                 )
         elif _as_switch(line.value) is None:
             default = (
@@ -221,10 +227,13 @@ def _value_problems(document: ConfDocument) -> list[str]:
                 else ("y" if SWITCH_DEFAULTS[key] else "n")
             )
             problems.append(
-                f"line {line.number}: {key}={line.value} is not y or n; "
-                f"the agent ignores it and uses its default ({default})"
+                (
+                    line.number,
+                    f"line {line.number}: {key}={shown} is not y or n; "
+                    f"the agent ignores it and uses its default ({default})",
+                )
             )
-    return problems
+    return [message for _, message in sorted(problems)]
 
 
 def _check_key(key: str) -> None:

@@ -1,0 +1,424 @@
+"""The control socket against real sockets, real peers and real uids (setpriv)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from waagent_guard.control import (
+    ControlPermissionError,
+    ControlProtocolError,
+    ControlServer,
+    DaemonNotRunningError,
+    PeerCredentials,
+    refusal_reason,
+    request,
+    supplementary_groups,
+)
+from waagent_guard.errors import ConfigError, InputError, ServiceError, WriteError
+
+NOBODY = 65534
+USERS_GID = 100  # a group nobody is not a member of
+
+
+def echo(payload: dict[str, Any], peer: PeerCredentials) -> dict[str, Any]:
+    return {"ok": True, "echo": payload, "uid": peer.uid, "gid": peer.gid, "pid": peer.pid}
+
+
+@pytest.fixture
+def socket_path(tmp_path: Path) -> Iterator[Path]:
+    """A socket path under tmp_path whose directories `nobody` may traverse."""
+    opened: list[tuple[Path, int]] = []
+    directory = tmp_path
+    while directory != Path("/tmp") and directory != directory.parent:
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        opened.append((directory, mode))
+        directory.chmod(mode | 0o011)
+        directory = directory.parent
+    try:
+        yield tmp_path / "run" / "control.sock"
+    finally:
+        for path, mode in opened:
+            path.chmod(mode)
+
+
+@pytest.fixture
+def server(socket_path: Path) -> Iterator[ControlServer]:
+    control = ControlServer(socket_path, echo)
+    control.start()
+    try:
+        yield control
+    finally:
+        control.close()
+
+
+CLIENT = """
+import json, sys
+from waagent_guard.control import request
+try:
+    print(json.dumps({"reply": request(sys.argv[1], {"command": "status"})}))
+except Exception as error:
+    print(json.dumps({"error": type(error).__name__, "message": str(error)}))
+"""
+
+
+def run_client_as(socket_path: Path, *, gid: int, groups: Optional[str] = None) -> dict[str, Any]:
+    """Run the real client as uid nobody (and the given groups) in a subprocess."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv")
+    group_flag = f"--groups={groups}" if groups else "--clear-groups"
+    result = subprocess.run(
+        [setpriv, f"--reuid={NOBODY}", f"--regid={gid}", group_flag,
+         sys.executable, "-c", CLIENT, str(socket_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"LC_ALL": "C", "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def raw_exchange(path: Path, data: bytes) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        try:
+            sock.sendall(data)
+        except BrokenPipeError:
+            pass
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    return json.loads(reply)
+
+
+# --- round trips ----------------------------------------------------------------------
+
+
+def test_a_request_round_trip_reports_the_peer(server: ControlServer) -> None:
+    reply = request(server.path, {"command": "status"})
+    assert reply == {
+        "ok": True, "echo": {"command": "status"}, "uid": 0 if os.geteuid() == 0 else os.geteuid(),
+        "gid": os.getegid(), "pid": os.getpid(),
+    }
+
+
+def test_the_socket_is_created_0600_in_a_new_directory(server: ControlServer) -> None:
+    info = os.stat(server.path)
+    assert stat.S_ISSOCK(info.st_mode)
+    assert stat.S_IMODE(info.st_mode) == 0o600
+
+
+def test_many_requests_are_served_one_after_another(server: ControlServer) -> None:
+    for number in range(20):
+        assert request(server.path, {"n": number})["echo"] == {"n": number}
+
+
+def test_handle_ready_serves_one_connection_from_a_callers_selector(socket_path: Path) -> None:
+    control = ControlServer(socket_path, echo)
+    try:
+        assert control.handle_ready() is False  # nothing pending
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(10)
+            client.connect(str(socket_path))
+            client.sendall(b'{"command": "ping"}\n')
+            assert control.handle_ready() is True
+            reply = json.loads(client.makefile("rb").readline())
+        assert reply["echo"] == {"command": "ping"}
+        assert control.handle_ready() is False
+    finally:
+        control.close()
+    assert not socket_path.exists()
+
+
+def test_a_request_without_a_trailing_newline_is_accepted_at_eof(server: ControlServer) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(server.path))
+        sock.sendall(b'{"command": "eof"}')
+        sock.shutdown(socket.SHUT_WR)
+        reply = json.loads(sock.makefile("rb").readline())
+    assert reply["echo"] == {"command": "eof"}
+
+
+# --- bad requests ---------------------------------------------------------------------
+
+
+def test_malformed_json_gets_an_error_reply(server: ControlServer) -> None:
+    reply = raw_exchange(server.path, b"{not json\n")
+    assert reply["ok"] is False
+    assert reply["error"].startswith("malformed request: not JSON")
+
+
+def test_a_json_value_that_is_not_an_object_gets_an_error_reply(server: ControlServer) -> None:
+    assert raw_exchange(server.path, b"[1, 2]\n") == {
+        "ok": False, "error": "malformed request: expected a JSON object",
+    }
+
+
+def test_an_oversized_request_gets_an_error_reply(server: ControlServer) -> None:
+    reply = request(server.path, {"padding": "x" * (200 * 1024)})
+    assert reply == {"ok": False, "error": "request too large (limit 65536 bytes)"}
+
+
+def test_a_slow_client_is_dropped_after_the_timeout(
+    socket_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    control = ControlServer(socket_path, echo, timeout=0.2)
+    control.open()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(socket_path))
+            client.sendall(b'{"partial": ')
+            with caplog.at_level(logging.WARNING, logger="waagent_guard.control"):
+                assert control.handle_ready() is True
+            client.settimeout(10)
+            assert client.recv(100) == b""  # closed without a reply
+    finally:
+        control.close()
+    assert "no complete request" in caplog.text
+
+
+def test_a_handler_guard_error_becomes_the_error_message(socket_path: Path) -> None:
+    def refuse(payload: dict[str, Any], peer: PeerCredentials) -> dict[str, Any]:
+        raise InputError("verbose on: --for must be at most 7d")
+
+    with ControlServer(socket_path, refuse) as control:
+        control.start()
+        assert request(socket_path, {}) == {
+            "ok": False, "error": "verbose on: --for must be at most 7d",
+        }
+
+
+def test_a_handler_crash_is_logged_and_answered(
+    socket_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def crash(payload: dict[str, Any], peer: PeerCredentials) -> dict[str, Any]:
+        raise KeyError("boom")
+
+    with ControlServer(socket_path, crash) as control:
+        control.start()
+        with caplog.at_level(logging.ERROR, logger="waagent_guard.control"):
+            reply = request(socket_path, {"command": "x"})
+    assert reply == {"ok": False, "error": "internal error: KeyError: 'boom'"}
+    assert "control handler failed" in caplog.text
+
+
+# --- permissions ----------------------------------------------------------------------
+
+
+def test_nobody_cannot_even_connect_to_the_0600_socket(server: ControlServer) -> None:
+    result = run_client_as(server.path, gid=NOBODY)
+    assert result["error"] == "ControlPermissionError"
+    assert "permission denied" in result["message"]
+
+
+def test_nobody_is_refused_by_uid_when_the_socket_mode_lets_it_connect(
+    server: ControlServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.chmod(server.path, 0o666)  # get past connect() to reach the SO_PEERCRED check
+    with caplog.at_level(logging.WARNING, logger="waagent_guard.control"):
+        result = run_client_as(server.path, gid=NOBODY)
+    assert result["error"] == "ControlPermissionError"
+    assert "uid 65534 is not root" in result["message"]
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals and refusals[0].WG_DECISION == "control_denied"  # type: ignore[attr-defined]
+
+
+def test_the_allowed_group_gets_a_0660_socket_owned_by_that_group(socket_path: Path) -> None:
+    with ControlServer(socket_path, echo, allowed_gid=USERS_GID):
+        info = os.stat(socket_path)
+        assert stat.S_IMODE(info.st_mode) == 0o660
+        assert info.st_gid == USERS_GID
+        if os.geteuid() == 0:
+            assert info.st_uid == 0
+
+
+def test_a_supplementary_member_of_the_allowed_group_is_served(socket_path: Path) -> None:
+    control = ControlServer(socket_path, echo, allowed_gid=USERS_GID)
+    control.start()
+    try:
+        result = run_client_as(socket_path, gid=NOBODY, groups=str(USERS_GID))
+    finally:
+        control.close()
+    assert result["reply"]["ok"] is True
+    assert result["reply"]["uid"] == NOBODY
+    assert result["reply"]["gid"] == NOBODY
+
+
+def test_a_peer_whose_primary_group_is_allowed_is_served(socket_path: Path) -> None:
+    control = ControlServer(socket_path, echo, allowed_gid=USERS_GID)
+    control.start()
+    try:
+        result = run_client_as(socket_path, gid=USERS_GID)
+    finally:
+        control.close()
+    assert result["reply"]["gid"] == USERS_GID
+
+
+def test_a_peer_outside_the_allowed_group_is_refused_naming_the_group(socket_path: Path) -> None:
+    control = ControlServer(socket_path, echo, allowed_gid=USERS_GID)
+    control.start()
+    try:
+        os.chmod(socket_path, 0o666)
+        result = run_client_as(socket_path, gid=NOBODY)
+    finally:
+        control.close()
+    assert result["error"] == "ControlPermissionError"
+    assert "neither root nor in group users (100)" in result["message"]
+
+
+def test_a_peer_with_our_own_uid_is_served(socket_path: Path) -> None:
+    control = ControlServer(socket_path, echo, euid=NOBODY)
+    control.start()
+    try:
+        os.chmod(socket_path, 0o666)
+        result = run_client_as(socket_path, gid=NOBODY)
+    finally:
+        control.close()
+    assert result["reply"]["uid"] == NOBODY
+
+
+def test_refusal_reason_reads_supplementary_groups_from_proc(tmp_path: Path) -> None:
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42" / "status").write_text("Name:\tx\nGroups:\t4 27 100 \nUid:\t1000\n")
+    peer = PeerCredentials(pid=42, uid=1000, gid=1000)
+    assert supplementary_groups(42, tmp_path) == (4, 27, 100)
+    assert refusal_reason(peer, euid=0, allowed_gid=27, proc_root=tmp_path) is None
+    assert refusal_reason(peer, euid=0, allowed_gid=99999, proc_root=tmp_path) == (
+        "permission denied: uid 1000 is neither root nor in group 99999 (control.group)"
+    )
+    assert refusal_reason(peer, euid=0, allowed_gid=None, proc_root=tmp_path).startswith(
+        "permission denied: uid 1000 is not root"
+    )
+
+
+def test_supplementary_groups_are_empty_for_a_gone_or_foreign_peer(tmp_path: Path) -> None:
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "status").write_text("Name:\tx\n")
+    assert supplementary_groups(0, tmp_path) == ()
+    assert supplementary_groups(12345, tmp_path) == ()
+    assert supplementary_groups(7, tmp_path) == ()
+
+
+# --- lifecycle ------------------------------------------------------------------------
+
+
+def test_close_leaves_no_socket_file_and_no_thread(socket_path: Path) -> None:
+    control = ControlServer(socket_path, echo)
+    control.start()
+    control.start()  # idempotent
+    assert any(t.name == "waagent-guard-control" for t in threading.enumerate())
+    control.close()
+    control.close()  # idempotent
+    assert not socket_path.exists()
+    assert not any(t.name == "waagent-guard-control" for t in threading.enumerate())
+
+
+def test_close_keeps_a_socket_file_that_another_daemon_created(socket_path: Path) -> None:
+    control = ControlServer(socket_path, echo)
+    control.open()
+    socket_path.unlink()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as newer:
+        newer.bind(str(socket_path))
+        control.close()
+        assert socket_path.exists()
+
+
+def test_a_stale_socket_file_is_replaced(socket_path: Path) -> None:
+    socket_path.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(socket_path))  # bound, never listening: a crashed daemon's leftover
+    with ControlServer(socket_path, echo) as control:
+        control.start()
+        assert request(socket_path, {"a": 1})["ok"] is True
+
+
+def test_a_live_socket_is_not_stolen(server: ControlServer) -> None:
+    with pytest.raises(ServiceError, match="already listening"):
+        ControlServer(server.path, echo).open()
+    assert request(server.path, {})["ok"] is True
+
+
+def test_a_regular_file_at_the_socket_path_is_a_config_error(socket_path: Path) -> None:
+    socket_path.parent.mkdir(parents=True)
+    socket_path.write_text("not a socket")
+    with pytest.raises(ConfigError, match="exists and is not a socket"):
+        ControlServer(socket_path, echo).open()
+
+
+def test_an_unbindable_path_is_a_write_error(tmp_path: Path) -> None:
+    too_long = tmp_path / ("x" * 120) / "control.sock"
+    with pytest.raises(WriteError, match="cannot create the control socket"):
+        ControlServer(too_long, echo).open()
+
+
+# --- client errors --------------------------------------------------------------------
+
+
+def test_request_without_a_socket_says_the_daemon_is_not_running(tmp_path: Path) -> None:
+    with pytest.raises(DaemonNotRunningError, match="daemon not running"):
+        request(tmp_path / "control.sock", {})
+
+
+def test_request_to_a_stale_socket_says_the_daemon_is_not_running(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(path))
+    with pytest.raises(DaemonNotRunningError, match="daemon not running"):
+        request(path, {})
+
+
+def test_request_times_out_when_the_daemon_does_not_answer(socket_path: Path) -> None:
+    control = ControlServer(socket_path, echo)
+    control.open()  # listening, never serving
+    try:
+        with pytest.raises(ControlProtocolError, match="did not answer within 0.2s"):
+            request(socket_path, {}, timeout=0.2)
+    finally:
+        control.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [(b"garbage\n", "not JSON"), (b"[1]\n", "not a JSON object")],
+)
+def test_request_rejects_a_reply_that_is_not_a_json_object(
+    tmp_path: Path, answer: bytes, message: str
+) -> None:
+    path = tmp_path / "fake.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def answer_once() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.makefile("rb").readline()
+            connection.sendall(answer)
+
+    thread = threading.Thread(target=answer_once)
+    thread.start()
+    try:
+        with pytest.raises(ControlProtocolError, match=message):
+            request(path, {"command": "status"})
+    finally:
+        thread.join()
+        listener.close()

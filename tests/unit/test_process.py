@@ -1,0 +1,296 @@
+"""Finding the agent daemon and ExtHandler in /proc by command line; the pidfile."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from waagent_guard.agent.process import (
+    check_pidfile,
+    classify_cmdline,
+    find_agent_processes,
+)
+
+BOOT_TIME = 1_790_000_000
+TICKS = 100
+
+DAEMON_ARGV = ("python3", "-u", "/usr/sbin/waagent", "-daemon")
+EXTHANDLER_ARGV = ("python3", "-u", "bin/WALinuxAgent-2.15.0.1-py3.12.egg", "-run-exthandlers")
+
+
+def make_proc(tmp_path: Path) -> Path:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "stat").write_text(
+        "cpu  1 2 3 4 5 6 7 0 0 0\nintr 1\nctxt 2\n"
+        f"btime {BOOT_TIME}\nprocesses 10\nprocs_running 1\n"
+    )
+    (proc / "self").mkdir()  # non-numeric entries are ignored
+    return proc
+
+
+def add_process(
+    proc: Path,
+    pid: int,
+    argv: tuple[str, ...],
+    *,
+    comm: str = "python3",
+    state: str = "S",
+    utime: int = 150,
+    stime: int = 50,
+    start_ticks: int = 12_345,
+    rss_kb: int | None = 28_000,
+    cwd: str | None = None,
+) -> Path:
+    directory = proc / str(pid)
+    directory.mkdir()
+    (directory / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+    fields = [state, "1", str(pid), str(pid), "0", "-1", "4194560", "0", "0", "0", "0",
+              str(utime), str(stime), "0", "0", "20", "0", "3", "0", str(start_ticks),
+              "123456789", "7000"]
+    (directory / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
+    status = f"Name:\t{comm}\nState:\t{state}\nPid:\t{pid}\n"
+    if rss_kb is not None:
+        status += f"VmRSS:\t  {rss_kb} kB\n"
+    (directory / "status").write_text(status + "Threads:\t3\n")
+    if cwd is not None:
+        (directory / "cwd").symlink_to(cwd)
+    return directory
+
+
+# --- command lines --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        DAEMON_ARGV,
+        ("python", "-u", "/usr/bin/waagent", "-daemon"),
+        ("/usr/bin/python3.9", "-u", "/usr/share/oem/bin/waagent", "-daemon"),
+        ("python3", "/usr/sbin/waagent", "--daemon"),
+        ("/usr/sbin/waagent", "-daemon"),
+        ("python3", "-W", "ignore", "-u", "/usr/sbin/waagent", "-daemon"),
+    ],
+)
+def test_daemon_is_recognised_by_command_line(argv: tuple[str, ...]) -> None:
+    assert classify_cmdline(argv) == ("daemon", None)
+
+
+def test_egg_exthandler_takes_its_version_from_the_egg_name() -> None:
+    assert classify_cmdline(EXTHANDLER_ARGV) == ("exthandler", "2.15.0.1")
+    assert classify_cmdline(("python3", "-u", "/usr/sbin/waagent", "-run-exthandlers")) == (
+        "exthandler", None)
+
+
+def test_egg_daemon_takes_its_version_from_the_egg_name() -> None:
+    argv = ("python3", "-u", "/var/lib/waagent/WALinuxAgent-2.2.45.egg", "-daemon")
+    assert classify_cmdline(argv) == ("daemon", "2.2.45")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        (),
+        ("python3",),
+        ("python3", "-u"),
+        ("python3", "-u", "/usr/sbin/waagent", "-collect-logs"),
+        ("python3", "-m", "waagent_guard", "daemon"),
+        ("/usr/bin/waagent-guard", "daemon", "-daemon"),
+        ("vim", "/usr/sbin/waagent", "-daemon"),
+        ("python3", "-c", "print('/usr/sbin/waagent -daemon')"),
+        ("python3", "/usr/sbin/not-waagent-at-all", "-daemon"),
+        ("sleep", "100"),
+    ],
+)
+def test_other_command_lines_are_not_the_agent(argv: tuple[str, ...]) -> None:
+    assert classify_cmdline(argv) is None
+
+
+# --- fake /proc -----------------------------------------------------------------------
+
+
+def test_daemon_and_exthandler_are_found_with_their_numbers(tmp_path: Path) -> None:
+    proc = make_proc(tmp_path)
+    add_process(proc, 900, EXTHANDLER_ARGV, utime=300, stime=100, start_ticks=50_000,
+                rss_kb=60_000)
+    add_process(proc, 499, DAEMON_ARGV, comm="python3 (x) y")
+    add_process(proc, 1, ("/sbin/init",), comm="systemd")
+    found = find_agent_processes(proc, clock_ticks=TICKS)
+    assert [(p.pid, p.role, p.version) for p in found] == [
+        (499, "daemon", None), (900, "exthandler", "2.15.0.1")]
+    daemon, child = found
+    assert daemon.cmdline == DAEMON_ARGV
+    assert daemon.start_time == BOOT_TIME + 123.45
+    assert daemon.cpu_seconds == 2.0
+    assert daemon.rss_bytes == 28_000 * 1024
+    assert child.start_time == BOOT_TIME + 500
+    assert child.cpu_seconds == 4.0
+    assert child.rss_bytes == 60_000 * 1024
+
+
+def test_exthandler_version_comes_from_cwd_when_the_egg_does_not_say(tmp_path: Path) -> None:
+    proc = make_proc(tmp_path)
+    argv = ("python3", "-u", "/usr/sbin/waagent", "-run-exthandlers")
+    add_process(proc, 900, argv, cwd="/var/lib/waagent/WALinuxAgent-2.11.1.12")
+    add_process(proc, 901, argv, cwd="/")
+    found = find_agent_processes(proc, clock_ticks=TICKS)
+    assert [(p.pid, p.version) for p in found] == [(900, "2.11.1.12"), (901, None)]
+
+
+def test_zombies_and_kernel_threads_are_ignored(tmp_path: Path) -> None:
+    proc = make_proc(tmp_path)
+    add_process(proc, 499, DAEMON_ARGV, state="Z")
+    add_process(proc, 2, (), comm="kthreadd")
+    assert find_agent_processes(proc, clock_ticks=TICKS) == ()
+
+
+def test_missing_numbers_are_none(tmp_path: Path) -> None:
+    proc = make_proc(tmp_path)
+    (proc / "stat").unlink()
+    directory = add_process(proc, 499, DAEMON_ARGV, rss_kb=None)
+    (directory / "stat").write_text("499 (python3) S 1\n")
+    (process,) = find_agent_processes(proc, clock_ticks=TICKS)
+    assert (process.start_time, process.cpu_seconds, process.rss_bytes) == (None, None, None)
+
+
+def test_malformed_rss_is_none(tmp_path: Path) -> None:
+    proc = make_proc(tmp_path)
+    directory = add_process(proc, 499, DAEMON_ARGV, rss_kb=None)
+    (directory / "status").write_text("Name:\tpython3\nVmRSS:\tlots\n")
+    (process,) = find_agent_processes(proc, clock_ticks=TICKS)
+    assert process.rss_bytes is None
+
+
+def test_process_vanishing_mid_read_is_skipped(tmp_path: Path) -> None:
+    proc = make_proc(tmp_path)
+    directory = add_process(proc, 499, DAEMON_ARGV)
+    (directory / "stat").unlink()  # cmdline read, then the process was gone
+    vanished_early = proc / "500"
+    vanished_early.mkdir()  # listed, but no files left
+    assert find_agent_processes(proc, clock_ticks=TICKS) == ()
+
+
+def test_unreadable_proc_root_finds_nothing(tmp_path: Path) -> None:
+    assert find_agent_processes(tmp_path / "no-proc") == ()
+
+
+# --- pidfile --------------------------------------------------------------------------
+
+
+def test_pidfile_absent(tmp_path: Path) -> None:
+    state = check_pidfile(tmp_path / "waagent.pid", make_proc(tmp_path))
+    assert (state.state, state.pid, state.other_cmdline) == ("absent", None, None)
+
+
+def test_pidfile_naming_the_live_daemon_is_agent(tmp_path: Path) -> None:
+    proc = make_proc(tmp_path)
+    add_process(proc, 499, DAEMON_ARGV)
+    pidfile = tmp_path / "waagent.pid"
+    pidfile.write_text("499")
+    state = check_pidfile(pidfile, proc)
+    assert (state.path, state.state, state.pid, state.other_cmdline) == (
+        pidfile, "agent", 499, None)
+
+
+def test_pidfile_naming_a_dead_pid_is_dead(tmp_path: Path) -> None:
+    pidfile = tmp_path / "waagent.pid"
+    pidfile.write_text("499\n")
+    state = check_pidfile(pidfile, make_proc(tmp_path))
+    assert (state.state, state.pid) == ("dead", 499)
+
+
+def test_pidfile_naming_another_process_records_its_cmdline(tmp_path: Path) -> None:
+    proc = make_proc(tmp_path)
+    add_process(proc, 499, ("/usr/sbin/sshd", "-D"), comm="sshd")
+    add_process(proc, 900, EXTHANDLER_ARGV)
+    pidfile = tmp_path / "waagent.pid"
+    pidfile.write_text("499")
+    state = check_pidfile(pidfile, proc)
+    assert (state.state, state.pid, state.other_cmdline) == ("other", 499, ("/usr/sbin/sshd", "-D"))
+    pidfile.write_text("900")  # the ExtHandler is the agent, but not the daemon
+    assert check_pidfile(pidfile, proc).state == "other"
+
+
+def test_pidfile_naming_a_process_that_just_exited_is_dead(tmp_path: Path) -> None:
+    proc = make_proc(tmp_path)
+    (proc / "499").mkdir()
+    pidfile = tmp_path / "waagent.pid"
+    pidfile.write_text("499")
+    assert check_pidfile(pidfile, proc).state == "dead"
+
+
+@pytest.mark.parametrize("content", [b"", b"abc", b"-5", b"0", b"12 34", b"9" * 100, b"\xff"])
+def test_pidfile_without_a_pid_is_invalid(tmp_path: Path, content: bytes) -> None:
+    pidfile = tmp_path / "waagent.pid"
+    pidfile.write_bytes(content)
+    state = check_pidfile(pidfile, make_proc(tmp_path))
+    assert (state.state, state.pid) == ("invalid", None)
+
+
+def test_pidfile_that_is_a_directory_is_invalid(tmp_path: Path) -> None:
+    (tmp_path / "waagent.pid").mkdir()
+    assert check_pidfile(tmp_path / "waagent.pid", make_proc(tmp_path)).state == "invalid"
+
+
+# --- the real /proc -------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_agent(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    script = tmp_path / "usr" / "sbin" / "waagent"
+    script.parent.mkdir(parents=True)
+    script.write_text("import sys\nsys.stdin.read()\n")  # blocks until we close stdin
+    process = subprocess.Popen(
+        [sys.executable, "-u", str(script), "-daemon"], stdin=subprocess.PIPE)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        assert process.stdin is not None
+        process.stdin.close()
+
+
+def test_real_process_that_looks_like_the_agent_is_found_then_gone(
+    tmp_path: Path, fake_agent: subprocess.Popen[bytes]
+) -> None:
+    proc = Path("/proc")
+    found = [p for p in find_agent_processes(proc) if p.pid == fake_agent.pid]
+    assert len(found) == 1
+    (process,) = found
+    assert process.role == "daemon"
+    assert process.cmdline[-2:] == (str(tmp_path / "usr/sbin/waagent"), "-daemon")
+    assert process.start_time is not None and process.rss_bytes and process.rss_bytes > 0
+    pidfile = tmp_path / "waagent.pid"
+    pidfile.write_text(str(fake_agent.pid))
+    assert check_pidfile(pidfile, proc).state == "agent"
+
+    os.kill(fake_agent.pid, signal.SIGKILL)
+    fake_agent.wait(timeout=10)
+    assert all(p.pid != fake_agent.pid for p in find_agent_processes(proc))
+    assert check_pidfile(pidfile, proc).state == "dead"
+
+
+def test_pidfile_naming_this_test_process_is_other(tmp_path: Path) -> None:
+    pidfile = tmp_path / "waagent.pid"
+    pidfile.write_text(str(os.getpid()))
+    state = check_pidfile(pidfile, Path("/proc"))
+    assert state.state == "other"
+    assert state.other_cmdline and state.other_cmdline[0]
+
+
+def test_garbled_stat_numbers_are_none(tmp_path: Path) -> None:
+    proc = make_proc(tmp_path)
+    (proc / "stat").write_text("cpu 1 2 3\n")  # no btime line
+    directory = add_process(proc, 499, DAEMON_ARGV)
+    text = (directory / "stat").read_text().replace(" 150 50 ", " x y ")
+    (directory / "stat").write_text(text)
+    (process,) = find_agent_processes(proc, clock_ticks=TICKS)
+    assert (process.start_time, process.cpu_seconds) == (None, None)

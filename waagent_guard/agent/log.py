@@ -1,0 +1,312 @@
+"""Records of /var/log/waagent.log: the five line formats, continuation lines, local time.
+
+This module owns turning physical lines into `LogRecord`s. The agent has written five
+layouts over the years, often mixed in one file (AGENT.md §3); they are tried in order,
+the last one being the loosest:
+
+1. `2023-03-13T15:44:04.906673Z INFO ExtHandler ExtHandler msg` (>= 2.2.47: UTC, thread, prefix)
+2. `2020-03-31T21:19:09.111829Z INFO Daemon msg` (2.2.46: UTC, prefix only)
+3. `2021/03/30 19:35:35.971742 INFO Daemon msg` (2.2.31-2.2.45: guest local time, prefix)
+4. `2017/06/14 22:46:43.331214 WARNING msg` (<= 2.2.26: local time, no prefix)
+5. `2021/03/30 19:45:31 [Pub.Type-1.0] msg` (extensions' bundled library: no level, no µs)
+
+A line matching none of them continues the previous record (tracebacks, `[stdout]` /
+`[stderr]` blocks). Continuation lines seen before any record form a record of format 0
+with no timestamp and no level.
+
+Formats 1 and 2 cannot be told apart by shape alone. The rule used here: a line is
+format 1 when its fourth token is a known prefix (Daemon, ExtHandler, LogCollector,
+Firewall or `[Publisher.Type-version]`), or when its third token is a name only ever used
+for a thread (MainThread, MonitorHandler, EnvHandler, ... : a CamelCase word ending in
+Handler, Collector, Monitor or Thread that is not itself a prefix; format 1 then has no
+prefix, as in `INFO MainThread Fetched a new incarnation ...`). Anything else is format 2.
+
+The tailer, `read_recent` and the events catalogue live in `tail.py` and `logevents.py`;
+this module re-exports them so `waagent_guard.agent.log` is the one name to import.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone, tzinfo
+from pathlib import Path
+from typing import Optional
+from zoneinfo import ZoneInfo
+
+logger = logging.getLogger(__name__)
+
+LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR")
+PREFIXES = frozenset({"Daemon", "ExtHandler", "LogCollector", "Firewall"})
+
+# A record that keeps growing with continuation lines (a binary file, a runaway
+# traceback) is cut into several records so memory stays bounded; the raw lines
+# of all records still add up to the input.
+MAX_RECORD_LINES = 1000
+MAX_RECORD_CHARS = 4 * 1024 * 1024
+
+_UTC = timezone.utc
+_ISO_HEAD = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?Z (VERBOSE|INFO|WARNING|ERROR)(?: |$)"
+)
+_SLASH_LEVEL_HEAD = re.compile(
+    r"(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{1,6}) (VERBOSE|INFO|WARNING|ERROR)(?: |$)"
+)
+_SLASH_PLAIN_HEAD = re.compile(r"(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?: |$)")
+_EXTENSION_PREFIX = re.compile(r"\[[^\]\s]+-\d[^\]\s]*\]")
+_THREAD_NAME = re.compile(r"(?:MainThread|Thread-\d+|[A-Z][A-Za-z]*(?:Handler|Collector|Monitor|Thread))")
+_ZONEINFO_MARKER = "/zoneinfo/"
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One logical log entry: a header line plus its continuation lines."""
+
+    timestamp: Optional[datetime]  # aware, in UTC (local-time formats converted from the guest's zone)
+    level: Optional[str]  # VERBOSE|INFO|WARNING|ERROR; None for format 5 and format 0
+    thread: Optional[str]
+    prefix: Optional[str]
+    message: str  # header message and continuation lines joined by "\n", EOLs removed
+    lines: tuple[str, ...]  # the physical lines exactly as fed
+    format: int  # 1..5; 0 for continuation lines that preceded any record
+
+
+def guest_timezone(sysroot_etc_localtime: Path) -> tzinfo:
+    """The guest's local zone from its /etc/localtime (a TZif file); UTC when missing or invalid.
+
+    An absolute symlink (`/etc/localtime -> /usr/share/zoneinfo/Europe/Berlin`) would
+    resolve on the host when the guest is mounted elsewhere, so a link into a zoneinfo
+    directory is looked up by zone name; anything else is read as a TZif file.
+    """
+    path = Path(sysroot_etc_localtime)
+    try:
+        target = str(path.readlink()) if path.is_symlink() else ""
+    except OSError:
+        target = ""
+    if _ZONEINFO_MARKER in target:
+        key = target.split(_ZONEINFO_MARKER, 1)[1]
+        try:
+            return ZoneInfo(key)
+        except (ValueError, OSError) as error:  # ZoneInfoNotFoundError is a KeyError
+            logger.debug("%s: zone %r not known here (%s); reading the file", path, key, error)
+        except KeyError:
+            logger.debug("%s: zone %r not known here; reading the file", path, key)
+    try:
+        with open(path, "rb") as handle:
+            return ZoneInfo.from_file(handle, key=str(path))
+    except (OSError, ValueError) as error:
+        logger.info("%s: cannot read the guest time zone (%s); assuming UTC", path, error)
+        return _UTC
+
+
+def _default_timezone() -> tzinfo:
+    return guest_timezone(Path("/etc/localtime"))
+
+
+class RecordParser:
+    """Incremental parser: feed physical lines, get the records they complete.
+
+    A record is complete when the next header line arrives (or on `flush`), because
+    until then more continuation lines may follow. Never raises on content.
+    """
+
+    def __init__(self, tz: Optional[tzinfo] = None) -> None:
+        self._tz = tz if tz is not None else _default_timezone()
+        self._pending: Optional[_Pending] = None
+        # Seconds-resolution timestamps repeat across consecutive lines: cache them.
+        self._utc_seconds: dict[str, datetime] = {}
+        self._local_seconds: dict[str, datetime] = {}
+
+    def feed(self, line: str) -> list[LogRecord]:
+        """Add one physical line (with or without its EOL); return records it completed."""
+        text = line[:-1] if line.endswith("\n") else line
+        if text.endswith("\r"):
+            text = text[:-1]
+        header = self._parse_header(text)
+        pending = self._pending
+        if header is None:
+            if pending is None:
+                self._pending = _Pending(None, None, None, None, text, 0, line)
+                return []
+            if (
+                len(pending.lines) < MAX_RECORD_LINES
+                and pending.chars + len(line) <= MAX_RECORD_CHARS
+            ):
+                pending.add(text, line)
+                return []
+            # Too big to keep growing: close it; the rest becomes a record of its own.
+            self._pending = _Pending(None, None, None, None, text, 0, line)
+            return [pending.finish()]
+        self._pending = _Pending(*header, line)
+        return [pending.finish()] if pending is not None else []
+
+    def flush(self) -> list[LogRecord]:
+        """Return the record still being built (end of input)."""
+        pending, self._pending = self._pending, None
+        return [pending.finish()] if pending is not None else []
+
+    def _parse_header(
+        self, text: str
+    ) -> Optional[tuple[datetime, Optional[str], Optional[str], Optional[str], str, int]]:
+        # A cheap look at the fifth character picks the family before any regex runs.
+        marker = text[4:5]
+        if marker == "-":
+            match = _ISO_HEAD.match(text)
+            if match is None:
+                return None
+            stamp = self._utc_time(text, match)
+            if stamp is None:
+                return None
+            level = match.group(8)
+            rest = text[match.end() :]
+            first, _, after_first = rest.partition(" ")
+            second, _, after_second = after_first.partition(" ")
+            if second in PREFIXES or _EXTENSION_PREFIX.fullmatch(second):
+                return stamp, level, first, second, after_second, 1
+            if first in PREFIXES or _EXTENSION_PREFIX.fullmatch(first):
+                return stamp, level, None, first, after_first, 2
+            if _THREAD_NAME.fullmatch(first):
+                return stamp, level, first, None, after_first, 1
+            return stamp, level, None, None, rest, 2
+        if marker == "/":
+            match = _SLASH_LEVEL_HEAD.match(text)
+            if match is not None:
+                stamp = self._local_time(text, match)
+                if stamp is None:
+                    return None
+                rest = text[match.end() :]
+                first, _, after_first = rest.partition(" ")
+                if first in PREFIXES or _EXTENSION_PREFIX.fullmatch(first):
+                    return stamp, match.group(8), None, first, after_first, 3
+                return stamp, match.group(8), None, None, rest, 4
+            match = _SLASH_PLAIN_HEAD.match(text)
+            if match is None:
+                return None
+            stamp = self._local_time(text, match)
+            if stamp is None:
+                return None
+            rest = text[match.end() :]
+            prefix_match = _EXTENSION_PREFIX.match(rest)
+            if prefix_match is None:
+                return stamp, None, None, None, rest, 5
+            message = rest[prefix_match.end() :]
+            return stamp, None, None, prefix_match.group(0), message[1:] if message[:1] == " " else message, 5
+        return None
+
+    def _utc_time(self, text: str, match: re.Match[str]) -> Optional[datetime]:
+        key = text[:19]
+        base = self._utc_seconds.get(key)
+        if base is None:
+            base = _build_time(match, _UTC)
+            if base is None:
+                return None
+            if len(self._utc_seconds) > 4096:
+                self._utc_seconds.clear()
+            self._utc_seconds[key] = base
+        fraction = match.group(7)
+        return base.replace(microsecond=int(fraction.ljust(6, "0"))) if fraction else base
+
+    def _local_time(self, text: str, match: re.Match[str]) -> Optional[datetime]:
+        key = text[:19]
+        base = self._local_seconds.get(key)
+        if base is None:
+            local = _build_time(match, self._tz)
+            if local is None:
+                return None
+            base = local.astimezone(_UTC)
+            if len(self._local_seconds) > 4096:
+                self._local_seconds.clear()
+            self._local_seconds[key] = base
+        fraction = match.group(7)
+        return base.replace(microsecond=int(fraction.ljust(6, "0"))) if fraction else base
+
+
+def _build_time(match: re.Match[str], zone: tzinfo) -> Optional[datetime]:
+    year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=zone)
+    except (ValueError, OverflowError):
+        return None  # 2021/13/45: not a timestamp, so not a header
+
+
+class _Pending:
+    """A record being built; mutable until `finish`."""
+
+    __slots__ = ("chars", "format", "level", "lines", "messages", "prefix", "thread", "timestamp")
+
+    def __init__(
+        self,
+        timestamp: Optional[datetime],
+        level: Optional[str],
+        thread: Optional[str],
+        prefix: Optional[str],
+        message: str,
+        record_format: int,
+        line: str,
+    ) -> None:
+        self.timestamp = timestamp
+        self.level = level
+        self.thread = thread
+        self.prefix = prefix
+        self.messages = [message]
+        self.lines = [line]
+        self.format = record_format
+        self.chars = len(line)
+
+    def add(self, text: str, line: str) -> None:
+        self.messages.append(text)
+        self.lines.append(line)
+        self.chars += len(line)
+
+    def finish(self) -> LogRecord:
+        messages = self.messages
+        return LogRecord(
+            timestamp=self.timestamp,
+            level=self.level,
+            thread=self.thread,
+            prefix=self.prefix,
+            message=messages[0] if len(messages) == 1 else "\n".join(messages),
+            lines=tuple(self.lines),
+            format=self.format,
+        )
+
+
+def parse_records(lines: Iterable[str], tz: Optional[tzinfo] = None) -> Iterator[LogRecord]:
+    """Parse a whole stream of physical lines into records (see `RecordParser`)."""
+    parser = RecordParser(tz)
+    feed = parser.feed
+    for line in lines:
+        finished = feed(line)
+        if finished:
+            yield from finished
+    yield from parser.flush()
+
+
+# Re-exported so callers import one module; placed last because those modules use LogRecord.
+from waagent_guard.agent.logevents import (  # noqa: E402
+    EVENT_CATALOGUE,
+    EventPattern,
+    EventStat,
+    LogSignals,
+    redact_sas,
+)
+from waagent_guard.agent.tail import LogTailer, read_recent, rotated_logs  # noqa: E402
+
+__all__ = [
+    "EVENT_CATALOGUE",
+    "LEVELS",
+    "PREFIXES",
+    "EventPattern",
+    "EventStat",
+    "LogRecord",
+    "LogSignals",
+    "LogTailer",
+    "RecordParser",
+    "guest_timezone",
+    "parse_records",
+    "read_recent",
+    "redact_sas",
+    "rotated_logs",
+]

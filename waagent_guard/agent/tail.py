@@ -1,0 +1,305 @@
+"""Following /var/log/waagent.log by path, and reading its recent past.
+
+`LogTailer` owns reading new complete lines across every way the log gets rotated:
+rename + create (logrotate's default), copytruncate, delete and recreate, and a file
+that does not exist yet. Rotation is noticed by comparing (st_dev, st_ino) of the path
+with the open descriptor; the old descriptor is drained to its end before the tailer
+switches, so no line is lost or repeated. Truncation is noticed when the file shrinks
+below the read offset or when the bytes just before the offset changed (a truncated
+file that already grew past the old offset).
+
+Inherent windows (no reader can close them): with copytruncate, lines written between
+logrotate's copy and its truncate are in neither file, and lines the tailer had not yet
+read when the truncate happened are only in the copy; a file rotated away twice between
+two `read_lines` calls is never seen.
+
+`read_recent` owns reading the last bytes of the log and of its rotated predecessors
+(`waagent.log.1`, `waagent.log.2.gz`, `waagent.log-20240101`, `waagent.log-2024-01-01-<epoch>.gz`).
+Lines are returned without their newline, decoded as UTF-8 with replacement characters.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import logging
+import os
+import re
+import stat
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Optional
+
+from waagent_guard.errors import InputError, PermissionDeniedError
+
+logger = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 1024 * 1024  # a longer line is returned in pieces of this size
+READ_CHUNK_BYTES = 256 * 1024
+MARK_BYTES = 64  # bytes before the offset re-checked on every read, to notice a rewrite
+MAX_DECOMPRESSED_BYTES = 512 * 1024 * 1024  # stop reading a (hostile) .gz beyond this
+_GZIP_MAGIC = b"\x1f\x8b"
+_ROTATED_SUFFIX = re.compile(
+    r"(?:\.(?P<number>\d{1,4})|-\d{8}(?:\d{2})?(?:-\d+)?|-\d{4}-\d\d-\d\d(?:-\d+)?)(?:\.gz)?"
+)
+
+
+def _decode_lines(data: bytes) -> list[str]:
+    return data.decode("utf-8", "replace").split("\n")
+
+
+def _open_error(path: Path, error: OSError) -> Exception:
+    if isinstance(error, PermissionError):
+        return PermissionDeniedError(
+            f"{path}: permission denied reading the agent log; run waagent-guard as root"
+            " or grant it read access"
+        )
+    return InputError(f"{path}: cannot read the agent log: {error.strerror or error}")
+
+
+class LogTailer:
+    """Rotation-safe follower of one log path; see the module docstring."""
+
+    def __init__(
+        self, path: Path, *, from_start: bool = False, max_line_bytes: int = MAX_LINE_BYTES
+    ) -> None:
+        self.path = Path(path)
+        self.max_line_bytes = max(1, max_line_bytes)
+        self._fd: Optional[int] = None
+        self._identity: Optional[tuple[int, int]] = None
+        self._offset = 0
+        self._partial = b""
+        self._mark = b""
+        self._skip_to_newline = False
+        if self._open_path() and not from_start:
+            assert self._fd is not None
+            size = os.fstat(self._fd).st_size
+            self._offset = size
+            self._mark = os.pread(self._fd, min(MARK_BYTES, size), size - min(MARK_BYTES, size))
+            # Starting in the middle of a line: its start is not ours, skip to the next one.
+            self._skip_to_newline = bool(self._mark) and not self._mark.endswith(b"\n")
+
+    def __enter__(self) -> LogTailer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def read_lines(self) -> list[str]:
+        """Complete lines written since the last call (without newlines), in file order."""
+        lines: list[str] = []
+        # A few switches per call at most: each one needs a new file at the path.
+        for _ in range(4):
+            if self._fd is None and not self._open_path():
+                break
+            self._drain(lines)
+            current = self._path_identity()
+            if current is None or current == self._identity:
+                break  # unchanged, or renamed/deleted and not recreated yet: keep the old fd
+            # The path names another file now: whatever reached the old one came first.
+            self._drain(lines)
+            if self._partial:
+                lines.append(self._partial.decode("utf-8", "replace"))
+            logger.info("%s: rotated; following the new file", self.path)
+            self._close_fd()
+        return lines
+
+    def close(self) -> None:
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
+        self._identity = None
+        self._offset = 0
+        self._partial = b""
+        self._mark = b""
+        self._skip_to_newline = False
+
+    def _open_path(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            raise _open_error(self.path, error) from error
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            os.close(fd)
+            raise InputError(f"{self.path}: not a regular file; point agent.log_path at the agent log")
+        self._fd = fd
+        self._identity = (status.st_dev, status.st_ino)
+        return True
+
+    def _path_identity(self) -> Optional[tuple[int, int]]:
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return None
+        return (status.st_dev, status.st_ino)
+
+    def _drain(self, lines: list[str]) -> None:
+        fd = self._fd
+        assert fd is not None
+        if self._was_truncated(fd):
+            logger.info("%s: truncated (copytruncate); reading from the start", self.path)
+            self._offset = 0
+            self._partial = b""
+            self._mark = b""
+            self._skip_to_newline = False
+        while True:
+            try:
+                chunk = os.pread(fd, READ_CHUNK_BYTES, self._offset)
+            except OSError as error:
+                if error.errno in (errno.EAGAIN, errno.EINTR):
+                    break
+                raise _open_error(self.path, error) from error
+            if not chunk:
+                break
+            self._offset += len(chunk)
+            self._mark = (self._mark + chunk[-MARK_BYTES:])[-MARK_BYTES:]
+            self._consume(chunk, lines)
+
+    def _was_truncated(self, fd: int) -> bool:
+        if os.fstat(fd).st_size < self._offset:
+            return True
+        mark = self._mark
+        return bool(mark) and os.pread(fd, len(mark), self._offset - len(mark)) != mark
+
+    def _consume(self, chunk: bytes, lines: list[str]) -> None:
+        data = self._partial + chunk if self._partial else chunk
+        if self._skip_to_newline:
+            newline = data.find(b"\n")
+            if newline < 0:
+                self._partial = b""
+                return
+            data = data[newline + 1 :]
+            self._skip_to_newline = False
+        end = data.rfind(b"\n")
+        if end >= 0:
+            lines.extend(_decode_lines(data[:end]))
+            data = data[end + 1 :]
+        limit = self.max_line_bytes
+        while len(data) > limit:
+            # Bounded memory: a line that never ends is handed out in pieces.
+            lines.append(data[:limit].decode("utf-8", "replace"))
+            data = data[limit:]
+        self._partial = data
+
+
+def rotated_logs(path: Path) -> list[Path]:
+    """Rotated copies of `path` beside it, oldest first (by mtime, then rotation number)."""
+    path = Path(path)
+    found: list[tuple[float, int, str, Path]] = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError as error:
+        logger.warning("%s: cannot list rotated logs: %s", path.parent, error.strerror)
+        return []
+    for entry in entries:
+        if not entry.name.startswith(path.name) or entry.name == path.name:
+            continue
+        match = _ROTATED_SUFFIX.fullmatch(entry.name[len(path.name) :])
+        if match is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        number = int(match.group("number")) if match.group("number") else 0
+        found.append((mtime, -number, entry.name, Path(entry.path)))
+    found.sort()
+    return [item[3] for item in found]
+
+
+def _plain_tail(path: Path, budget: int) -> bytes:
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        start = max(0, size - budget)
+        if start == 0:
+            return handle.read(size)
+        handle.seek(start - 1)
+        data = handle.read(size - start + 1)
+    newline = data.find(b"\n")  # data[0] is the byte before `start`: align to a line start
+    return data[newline + 1 :] if newline >= 0 else b""
+
+
+def _gzip_tail(path: Path, budget: int) -> bytes:
+    tail = bytearray()
+    trimmed = False
+    total = 0
+    with gzip.open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(READ_CHUNK_BYTES)
+            if not chunk:
+                break
+            total += len(chunk)
+            tail += chunk
+            if len(tail) > budget:
+                del tail[: len(tail) - budget]
+                trimmed = True
+            if total > MAX_DECOMPRESSED_BYTES:
+                logger.warning("%s: stopped after %d decompressed bytes", path, total)
+                break
+    if not trimmed:
+        return bytes(tail)
+    newline = tail.find(b"\n")
+    return bytes(tail[newline + 1 :]) if newline >= 0 else b""
+
+
+def _tail_bytes(path: Path, budget: int) -> bytes:
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    return _gzip_tail(path, budget) if magic == _GZIP_MAGIC else _plain_tail(path, budget)
+
+
+def _split(data: bytes) -> list[str]:
+    if not data:
+        return []
+    lines = _decode_lines(data)
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def read_recent(path: Path, *, max_bytes: int, include_rotated: bool = False) -> Iterator[str]:
+    """The last `max_bytes` of the log as lines, oldest first, starting at a line start.
+
+    With `include_rotated`, bytes left in the budget go to rotated files, newest first,
+    and their tails come out before the current log's. Unreadable rotated files are
+    skipped with a warning; an unreadable current log raises a typed error.
+    """
+    path = Path(path)
+    budget = max(0, max_bytes)
+    blocks: list[bytes] = []
+    try:
+        current = _plain_tail(path, budget)
+    except FileNotFoundError:
+        current = b""
+    except OSError as error:
+        raise _open_error(path, error) from error
+    blocks.append(current)
+    budget -= len(current)
+    if include_rotated:
+        for rotated in reversed(rotated_logs(path)):
+            if budget <= 0:
+                break
+            try:
+                data = _tail_bytes(rotated, budget)
+            except (OSError, EOFError, zlib.error) as error:
+                logger.warning("%s: skipped, cannot read it: %s", rotated, error)
+                continue
+            blocks.append(data)
+            budget -= len(data)
+    for block in reversed(blocks):
+        yield from _split(block)

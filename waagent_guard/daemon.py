@@ -1,0 +1,393 @@
+"""`waagent-guard run`: wiring and the event loop; the only place threads and signals meet.
+
+One `Guard` owns the cached state. The loop wakes on a signal, a debounced file
+event, the agent daemon's exit (pidfd), a control request, a policy timer or the
+reconciliation tick; each wake-up ends in `reconcile()`, which observes, lets
+the pure restart policy decide, acts through the service manager, persists the
+decision state and publishes an immutable snapshot for scrapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from waagent_guard.agent.log import (
+    EVENT_CATALOGUE,
+    LogSignals,
+    LogTailer,
+    RecordParser,
+    guest_timezone,
+)
+from waagent_guard.cli import Context
+from waagent_guard.errors import ConfigError, GuardError
+from waagent_guard.eventloop import EventLoop, Wakeup
+from waagent_guard.metrics import MetricsInput, StateCollector, make_registry
+from waagent_guard.observe import Observation, assess, observe, read_log_signals
+from waagent_guard.settings import Settings, load_settings
+from waagent_guard.sysroot import Sysroot
+
+log = logging.getLogger(__name__)
+
+# After the guard itself (re)starts the agent, look again this soon to verify.
+VERIFY_AFTER_SECONDS = 2.0
+
+
+class Guard:
+    """The daemon's state and decisions; `serve()` runs the loop."""
+
+    def __init__(
+        self,
+        sysroot: Sysroot,
+        settings: Settings,
+        *,
+        config_path: Path,
+        manager: Any = None,
+        notifier: Any = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from waagent_guard.lease import load_state
+        from waagent_guard.notify import Notifier
+        from waagent_guard.service import make_service_manager
+
+        self.sysroot = sysroot
+        self.settings = settings
+        self.config_path = config_path
+        self.clock = clock
+        self.monotonic = monotonic
+        self.manager = manager if manager is not None else make_service_manager(settings, sysroot)
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.state_path = sysroot.path(settings.daemon.state_file)
+        self.state = load_state(self.state_path)
+        self.restarts_by_reason: dict[str, int] = {}
+        self.decisions_by_action: dict[str, int] = {}
+        self.observation: Optional[Observation] = None
+        self.published = MetricsInput(observation=None)
+        self.loop = EventLoop(
+            proc_root=sysroot.proc, proc_poll_seconds=settings.daemon.proc_poll_seconds
+        )
+        self.signals = LogSignals()
+        self.tailer: Optional[LogTailer] = None
+        self.parser: Optional[RecordParser] = None
+        self.control: Any = None
+        self.http: Any = None
+        self.next_tick = 0.0
+        self.next_policy_wake: Optional[float] = None
+        self.dirty_since: Optional[float] = None
+        self.stopping = False
+        self.watch_problems: list[str] = []
+
+    # -- start and stop --
+    def start(self) -> None:
+        """Arm every event source; READY is sent by `serve()` only after this returns."""
+        settings = self.settings
+        log_path = self.sysroot.path(settings.agent.log_path)
+        self.tailer = LogTailer(log_path, from_start=False)
+        self.signals = read_log_signals(log_path, self.sysroot)
+        self.parser = RecordParser(tz=guest_timezone(self.sysroot.path("/etc/localtime")))
+        self.loop.install_signal_handlers()
+        self._start_control()
+        self._start_metrics()
+        observation = self._observe()
+        lib_dir = self.sysroot.path(observation.config.lib_dir)
+        self.watch_problems = self.loop.watch_directories(
+            [
+                (observation.conf_path.parent, False),
+                (log_path.parent, False),
+                (lib_dir, True),
+            ]
+        )
+        for problem in self.watch_problems:
+            log.warning("%s", problem)
+
+    def _start_control(self) -> None:
+        from waagent_guard.control import ControlServer
+
+        socket_path = self.sysroot.path(self.settings.control.socket)
+        socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        self.control = ControlServer(
+            socket_path, self.handle_request, allowed_gid=_group_id(self.settings.control.group)
+        )
+        self.loop.register(self.control, "control")
+
+    def _start_metrics(self) -> None:
+        metrics = self.settings.metrics
+        if not metrics.enabled:
+            return
+        from prometheus_client import start_http_server
+
+        from waagent_guard.policy import DECISION_ACTIONS, RESTART_REASONS
+
+        collector = StateCollector(
+            lambda: self.published,
+            restart_reasons=RESTART_REASONS,
+            event_names=[event.name for event in EVENT_CATALOGUE],
+            check_codes=self._check_codes(),
+            decision_actions=DECISION_ACTIONS,
+        )
+        registry = make_registry(collector)
+        try:
+            self.http, _thread = start_http_server(
+                metrics.port,
+                addr=metrics.address,
+                registry=registry,
+                certfile=metrics.tls_cert,
+                keyfile=metrics.tls_key,
+                client_cafile=metrics.tls_client_ca,
+                client_auth_required=metrics.tls_client_ca is not None,
+            )
+        except OSError as error:
+            raise ConfigError(
+                f"metrics.address/metrics.port {metrics.address}:{metrics.port}: cannot listen "
+                f"({error.strerror or error}); choose a free port in [metrics] of "
+                f"{self.config_path}"
+            ) from error
+        log.info("metrics on %s", self.metrics_url)
+
+    @property
+    def metrics_url(self) -> Optional[str]:
+        if self.http is None:
+            return None
+        host, port = self.http.server_address[:2]
+        scheme = "https" if self.settings.metrics.tls_cert else "http"
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{port}/metrics"
+
+    def _check_codes(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+            self.http = None
+        if self.control is not None:
+            self.loop.unregister(self.control)
+            self.control.close()
+            self.control = None
+        if self.tailer is not None:
+            self.tailer.close()
+            self.tailer = None
+        self.loop.close()
+
+    # -- the loop --
+    def serve(self, *, once: bool = False) -> int:
+        self.start()
+        try:
+            self.reconcile("start")
+            self.notifier.ready(self.status_line())
+            log.info("ready: %s", self.status_line())
+            if once:
+                return 0
+            watchdog_period = self.notifier.watchdog_period
+            next_ping = self.monotonic()
+            while not self.stopping:
+                now = self.monotonic()
+                if watchdog_period is not None and now >= next_ping:
+                    self.notifier.watchdog()
+                    next_ping = now + watchdog_period
+                wakeup = self.loop.wait(self._timeout(next_ping if watchdog_period else None))
+                self._handle(wakeup)
+            self.notifier.stopping("stopping")
+            log.info("stopping")
+            return 0
+        finally:
+            self.close()
+
+    def _timeout(self, next_ping: Optional[float]) -> float:
+        now = self.monotonic()
+        deadlines = [self.next_tick]
+        if next_ping is not None:
+            deadlines.append(next_ping)
+        if self.dirty_since is not None:
+            deadlines.append(self.dirty_since + self.settings.daemon.debounce_seconds)
+        if self.next_policy_wake is not None:
+            deadlines.append(self.next_policy_wake)
+        expiry = self.lease_expiry
+        if expiry is not None:
+            deadlines.append(now + max(0.0, expiry - self.clock()))
+        return max(0.0, min(deadlines) - now)
+
+    def _handle(self, wakeup: Wakeup) -> None:
+        for signum in wakeup.signals:
+            if signum in (15, 2):
+                self.stopping = True
+            elif signum == 1:
+                self.reload()
+        if self.stopping:
+            return
+        for item in wakeup.readable:
+            if item == "control" and self.control is not None:
+                self.control.handle_ready()
+        now = self.monotonic()
+        if wakeup.paths:
+            self._consume_log()
+            if self.dirty_since is None:
+                self.dirty_since = now
+        if wakeup.agent_exited:
+            log.info("the agent daemon exited")
+            self.reconcile("agent exited")
+            return
+        due = now >= self.next_tick
+        debounced = (
+            self.dirty_since is not None
+            and now >= self.dirty_since + self.settings.daemon.debounce_seconds
+        )
+        policy_due = self.next_policy_wake is not None and now >= self.next_policy_wake
+        lease_due = self.lease_expiry is not None and self.clock() >= self.lease_expiry
+        if due or debounced or policy_due or lease_due:
+            self.reconcile("tick" if due else "event")
+
+    # -- reconciliation --
+    def _consume_log(self) -> None:
+        if self.tailer is None or self.parser is None:
+            return
+        lines = self.tailer.read_lines()
+        for line in lines:
+            for record in self.parser.feed(line):
+                self.signals.update(record)
+
+    def _observe(self) -> Observation:
+        self._consume_log()
+        observation = observe(
+            self.sysroot,
+            self.settings,
+            manager=self.manager,
+            log_signals=self.signals,
+            clock=self.clock,
+        )
+        self.observation = observation
+        self.loop.watch_pid(observation.daemon.pid if observation.daemon else None)
+        return observation
+
+    def reconcile(self, why: str) -> None:
+        self.dirty_since = None
+        self.next_tick = self.monotonic() + self.settings.daemon.tick_seconds
+        observation = self._observe()
+        self._expire_lease()
+        self._apply_policy(observation)
+        self._publish()
+        self.notifier.status(self.status_line())
+        log.debug("reconciled (%s): %s", why, self.status_line())
+
+    def _apply_policy(self, observation: Observation) -> None:
+        from waagent_guard.restarter import apply_policy
+
+        self.next_policy_wake = apply_policy(self, observation)
+
+    def _publish(self) -> None:
+        observation = self.observation
+        config_mtime = None
+        if observation is not None:
+            with contextlib.suppress(OSError):
+                config_mtime = os.stat(observation.conf_path).st_mtime
+        self.published = MetricsInput(
+            observation=observation,
+            restarts_by_reason=dict(self.restarts_by_reason),
+            gave_up=self.gave_up,
+            lease_expiry=self.lease_expiry,
+            config_last_change=config_mtime,
+            decisions_by_action=dict(self.decisions_by_action),
+            last_reconcile=self.clock(),
+        )
+
+    @property
+    def gave_up(self) -> bool:
+        from waagent_guard.restarter import gave_up
+
+        return gave_up(self)
+
+    def status_line(self) -> str:
+        observation = self.observation
+        if observation is None:
+            return "starting"
+        assessment = assess(observation)
+        daemon = observation.daemon
+        text = f"agent {assessment.health}"
+        if daemon is not None:
+            text += f" (pid {daemon.pid}, {observation.daemon_version or 'version ?'})"
+        if self.gave_up:
+            text += "; GAVE UP restarting (budget exhausted)"
+        if assessment.reasons:
+            text += f"; {assessment.reasons[0]}"
+        return text
+
+    # -- config reload --
+    def reload(self) -> None:
+        self.notifier.reloading("reloading configuration")
+        try:
+            settings = load_settings(self.config_path)
+        except ConfigError as error:
+            log.error(
+                "configuration not reloaded, keeping the old one: %s",
+                error,
+                extra={"MESSAGE_ID": _message_id("config_invalid")},
+            )
+            self.notifier.ready(f"config reload failed, old config kept: {error}"[:200])
+            return
+        changed_socket = settings.control != self.settings.control
+        changed_metrics = settings.metrics != self.settings.metrics
+        self.settings = settings
+        if changed_socket or changed_metrics:
+            log.warning("control/metrics settings change at the next restart of the guard")
+        log.info(
+            "configuration reloaded from %s",
+            self.config_path,
+            extra={"MESSAGE_ID": _message_id("config_reload")},
+        )
+        self.reconcile("reload")
+        self.notifier.ready(self.status_line())
+
+    # -- verbose lease --
+    @property
+    def lease_expiry(self) -> Optional[float]:
+        lease = self.state.verbose_lease
+        return lease.expires_at if lease is not None else None
+
+    def _expire_lease(self) -> None:
+        from waagent_guard.verbose import expire_if_due
+
+        expire_if_due(self)
+
+    def handle_request(self, request: dict[str, Any], peer: Any) -> dict[str, Any]:
+        from waagent_guard.verbose import handle_request
+
+        try:
+            return handle_request(self, request, peer)
+        except GuardError as error:
+            return {"ok": False, "error": error.message}
+
+
+def _group_id(name: Optional[str]) -> Optional[int]:
+    if not name:
+        return None
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(
+            f"control.group: no group named {name!r}; create it or remove the key"
+        ) from None
+
+
+def _message_id(kind: str) -> str:
+    from waagent_guard.logsetup import MESSAGE_IDS
+
+    return MESSAGE_IDS.get(kind, "")
+
+
+def run(args: argparse.Namespace, context: Context) -> int:
+    """The systemd service's ExecStart."""
+    from waagent_guard.logsetup import configure_daemon_logging
+
+    settings = context.settings()
+    configure_daemon_logging("debug" if context.debug else settings.logging.level)
+    guard = Guard(context.sysroot, settings, config_path=context.effective_config_path)
+    return guard.serve(once=bool(getattr(args, "once", False)))

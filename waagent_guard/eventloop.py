@@ -1,0 +1,227 @@
+"""The daemon's event sources, multiplexed in one `selectors` loop.
+
+Signals arrive through `signal.set_wakeup_fd` on a socket pair (the handler does
+nothing; the loop reads the signal numbers). watchdog observer callbacks only
+enqueue a path and poke the same socket. The agent daemon's exit is noticed
+through a pidfd (Linux >= 5.3) or, where that is unavailable, a short /proc
+poll. This module decides nothing: it tells the daemon what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import selectors
+import signal
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Optional
+
+log = logging.getLogger(__name__)
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@dataclass
+class Wakeup:
+    """What happened since the last `wait()`."""
+
+    signals: list[int] = field(default_factory=list)
+    paths: set[str] = field(default_factory=set)
+    agent_exited: bool = False
+    readable: list[Any] = field(default_factory=list)
+
+
+def _make_watch_handler(loop: EventLoop) -> Any:
+    """A watchdog event handler that only enqueues (never decides)."""
+    from watchdog.events import FileSystemEventHandler
+
+    class WatchHandler(FileSystemEventHandler):  # type: ignore[misc]
+        def dispatch(self, event: Any) -> None:
+            for path in (getattr(event, "src_path", None), getattr(event, "dest_path", None)):
+                if path:
+                    loop.post_path(os.fsdecode(path))
+
+    return WatchHandler()
+
+
+class EventLoop:
+    def __init__(self, *, proc_root: Path = Path("/proc"), proc_poll_seconds: float = 0.5) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._wake_write.setblocking(False)
+        self._selector.register(self._wake_read, selectors.EVENT_READ, "wake")
+        self._paths: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._proc_root = proc_root
+        self._proc_poll_seconds = proc_poll_seconds
+        self._pidfd: Optional[int] = None
+        self._watched_pid: Optional[int] = None
+        self._observer: Any = None
+        self._previous_handlers: dict[int, Any] = {}
+        self._previous_wakeup_fd: Optional[int] = None
+        self._pidfd_supported = hasattr(os, "pidfd_open")
+
+    # -- signals --
+    def install_signal_handlers(self, signals: Iterable[int] = HANDLED_SIGNALS) -> None:
+        """Route signals into the loop (main thread only)."""
+
+        def _ignore(signum: int, frame: Optional[FrameType]) -> None:
+            # set_wakeup_fd writes the signal number to the socket; nothing to do here.
+            return None
+
+        self._previous_wakeup_fd = signal.set_wakeup_fd(self._wake_write.fileno())
+        for signum in signals:
+            self._previous_handlers[signum] = signal.signal(signum, _ignore)
+
+    def restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+        if self._previous_wakeup_fd is not None:
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
+            self._previous_wakeup_fd = None
+
+    # -- file watching --
+    def watch_directories(self, directories: Iterable[tuple[Path, bool]]) -> list[str]:
+        """Watch each existing (directory, recursive); returns problems for the others."""
+        from watchdog.observers import Observer
+
+        problems: list[str] = []
+        observer = Observer()
+        handler = _make_watch_handler(self)
+        watched: set[Path] = set()
+        for directory, recursive in directories:
+            if directory in watched:
+                continue
+            if not directory.is_dir():
+                problems.append(f"{directory}: not a directory; not watched (the tick still runs)")
+                continue
+            try:
+                observer.schedule(handler, str(directory), recursive=recursive)
+            except OSError as error:
+                problems.append(f"{directory}: cannot watch ({error}); the tick still runs")
+                continue
+            watched.add(directory)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+        return problems
+
+    def post_path(self, path: str) -> None:
+        """Called from observer threads: enqueue and poke the loop."""
+        self._paths.put(path)
+        self.poke()
+
+    def poke(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_write.send(b"\0")
+
+    # -- the agent process --
+    def watch_pid(self, pid: Optional[int]) -> None:
+        """Follow the agent daemon's PID (None: nothing to follow)."""
+        if pid == self._watched_pid:
+            return
+        self._close_pidfd()
+        self._watched_pid = pid
+        if pid is None or not self._pidfd_supported:
+            return
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._pidfd = None
+            self.poke()  # already gone: let the daemon look again now
+            return
+        except OSError as error:
+            log.info("pidfd_open unavailable (%s); polling /proc instead", error)
+            self._pidfd_supported = False
+            self._pidfd = None
+            return
+        self._selector.register(self._pidfd, selectors.EVENT_READ, "pidfd")
+
+    @property
+    def uses_pidfd(self) -> bool:
+        return self._pidfd is not None
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _watched_pid_gone(self) -> bool:
+        if self._watched_pid is None or self._pidfd is not None:
+            return False
+        return not (self._proc_root / str(self._watched_pid)).exists()
+
+    @property
+    def poll_interval(self) -> Optional[float]:
+        """How often the loop must look at /proc (None when a pidfd does it)."""
+        if self._watched_pid is not None and self._pidfd is None:
+            return self._proc_poll_seconds
+        return None
+
+    # -- other file objects (control socket) -------------------------------------------------
+    def register(self, fileobj: Any, data: Any) -> None:
+        self._selector.register(fileobj, selectors.EVENT_READ, data)
+
+    def unregister(self, fileobj: Any) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(fileobj)
+
+    # -- waiting --
+    def wait(self, timeout: Optional[float]) -> Wakeup:
+        wakeup = Wakeup()
+        poll = self.poll_interval
+        if poll is not None:
+            timeout = poll if timeout is None else min(timeout, poll)
+        try:
+            events = self._selector.select(None if timeout is None else max(0.0, timeout))
+        except InterruptedError:  # pragma: no cover - PEP 475 retries select
+            events = []
+        for key, _ in events:
+            if key.data == "wake":
+                self._drain_wake(wakeup)
+            elif key.data == "pidfd":
+                wakeup.agent_exited = True
+                self._close_pidfd()
+                self._watched_pid = None
+            else:
+                wakeup.readable.append(key.data)
+        if self._watched_pid_gone():
+            wakeup.agent_exited = True
+            self._watched_pid = None
+        while True:
+            try:
+                wakeup.paths.add(self._paths.get_nowait())
+            except queue.Empty:
+                break
+        return wakeup
+
+    def _drain_wake(self, wakeup: Wakeup) -> None:
+        while True:
+            try:
+                data = self._wake_read.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                return
+            wakeup.signals.extend(byte for byte in data if byte in set(HANDLED_SIGNALS))
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+        self._close_pidfd()
+        self.restore_signal_handlers()
+        self._selector.close()
+        self._wake_read.close()
+        self._wake_write.close()
+

@@ -1,0 +1,104 @@
+"""The one place the guard runs external commands (systemctl, service, rc-service, ...).
+
+`CommandRunner` is the injectable interface: an argv list and a timeout in,
+`(returncode, stdout, stderr)` out. `SubprocessRunner` is the production
+implementation: no shell, `LC_ALL=C` so output parses the same everywhere, stdin
+closed, its own process group so a timeout kills every process the command
+started (not just the first), and a `ServiceError` naming the command when it
+times out or cannot be executed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Optional, Protocol
+
+from waagent_guard.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+
+class CommandResult(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class CommandRunner(Protocol):
+    def __call__(self, argv: Sequence[str], *, timeout: float) -> CommandResult: ...
+
+
+def describe_command(argv: Sequence[str]) -> str:
+    """argv as a person would type it, for messages."""
+    return shlex.join(list(argv))
+
+
+class SubprocessRunner:
+    """Run argv lists with a timeout and `LC_ALL=C`; the only caller of `subprocess`."""
+
+    def __init__(
+        self,
+        *,
+        extra_env: Optional[Mapping[str, str]] = None,
+        base_env: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        self._extra_env = dict(extra_env or {})
+        self._base_env = base_env
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ if self._base_env is None else self._base_env)
+        env.update(self._extra_env)
+        # Parsers below expect English, untranslated output (systemctl, service).
+        env["LC_ALL"] = "C"
+        # No pager and no colour even if a caller's environment asks for them.
+        env["SYSTEMD_PAGER"] = ""
+        env["SYSTEMD_COLORS"] = "0"
+        return env
+
+    def __call__(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+        command = describe_command(argv)
+        log.debug("running %s (timeout %g s)", command, timeout)
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._environment(),
+                start_new_session=True,
+            )
+        except FileNotFoundError as error:
+            raise ServiceError(
+                f"`{command}`: {argv[0]} not found; install it or set agent.manager "
+                "in guard.toml to the service manager this system uses"
+            ) from error
+        except OSError as error:
+            raise ServiceError(f"`{command}`: cannot run: {error.strerror or error}") from error
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            raise ServiceError(
+                f"`{command}` did not finish within {timeout:g} s and was killed; check the "
+                "service manager (a hung systemd or D-Bus?) or raise "
+                "agent.command_timeout_seconds in guard.toml"
+            ) from None
+        return CommandResult(
+            process.returncode,
+            stdout.decode("utf-8", errors="replace"),
+            stderr.decode("utf-8", errors="replace"),
+        )
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill the process group this runner created for `process` and reap it."""
+    # The group may already be gone if the command exited right at the deadline.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
