@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv demo test lint unit e2e deb rpm wheelhouse bench bench-quick clean
+.PHONY: venv demo test lint unit e2e deb rpm wheelhouse wheelhouse-lock guard-toml bench bench-quick clean
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml scripts/bootstrap
@@ -26,3 +26,34 @@ lint: venv
 
 clean:
 	rm -rf build dist out *.egg-info .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache
+
+# --- Packages and the end-to-end test (docs/readme/packaging.md) -------------
+# `make wheelhouse` (network) fetches the pinned, hash-checked wheels; `make deb`
+# and `make rpm` then build OFFLINE from it. WHEELHOUSE must match PYTHON's minor.
+WHEELHOUSE ?= .cache/wheelhouse
+PKG_PYTHON ?= /usr/bin/python3
+DEB_OUT ?= out/deb
+RPM_OUT ?= out/rpm
+
+wheelhouse: $(WHEELHOUSE)/requirements.lock
+$(WHEELHOUSE)/requirements.lock: packaging/wheelhouse/requirements.lock packaging/wheelhouse/build-requirements.lock packaging/wheelhouse/fetch
+	packaging/wheelhouse/fetch $(WHEELHOUSE) $(PKG_PYTHON)
+
+# Rewrite the locks after changing a pin in packaging/wheelhouse/*.in (network).
+wheelhouse-lock: venv
+	$(PY) packaging/wheelhouse/lock.py
+
+# The packaged default config: every key commented out (a test checks it).
+guard-toml: venv
+	$(PY) packaging/render-guard-toml.py >packaging/guard.toml
+
+deb: wheelhouse
+	packaging/build-deb $(DEB_OUT) $(WHEELHOUSE)
+
+rpm: wheelhouse
+	packaging/build-rpm $(RPM_OUT) $(WHEELHOUSE) $(PKG_PYTHON)
+
+# Boots a Debian 12 container (root, debootstrap, systemd-nspawn; the root is
+# cached in /var/cache/waagent-guard-e2e) with the real agent and our .deb.
+e2e: venv
+	WG_E2E=$${WG_E2E:-required} $(PY) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)

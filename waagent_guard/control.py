@@ -11,7 +11,6 @@ or be polled from the daemon's selector (`fileno`/`handle_ready`).
 from __future__ import annotations
 
 import contextlib
-import errno
 import grp
 import json
 import logging
@@ -404,10 +403,6 @@ def request(
                 "control.group; run with sudo"
             ) from error
         except OSError as error:
-            if error.errno == errno.ENOTSOCK:
-                raise DaemonNotRunningError(
-                    f"waagent-guard daemon not running ({path} is not a socket)"
-                ) from error
             raise ControlProtocolError(f"{path}: cannot connect: {error}") from error
         try:
             # The daemon may answer (a refusal, "too large") before reading everything.

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from waagent_guard.agent.log import (
     EVENT_CATALOGUE,
@@ -28,14 +28,21 @@ from waagent_guard.cli import Context
 from waagent_guard.errors import ConfigError, GuardError
 from waagent_guard.eventloop import EventLoop, Wakeup
 from waagent_guard.metrics import MetricsInput, StateCollector, make_registry
-from waagent_guard.observe import Observation, assess, observe, read_log_signals
+from waagent_guard.observe import (
+    Observation,
+    assess,
+    observe,
+    read_log_signals,
+    resolve_conf_path,
+)
+from waagent_guard.policy import PolicyState
 from waagent_guard.settings import Settings, load_settings
 from waagent_guard.sysroot import Sysroot
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from waagent_guard.lease import GuardState
 
-# After the guard itself (re)starts the agent, look again this soon to verify.
-VERIFY_AFTER_SECONDS = 2.0
+log = logging.getLogger(__name__)
 
 
 class Guard:
@@ -65,6 +72,7 @@ class Guard:
         self.notifier = notifier if notifier is not None else Notifier()
         self.state_path = sysroot.path(settings.daemon.state_file)
         self.state = load_state(self.state_path)
+        self.conf_path = resolve_conf_path(sysroot, settings)
         self.restarts_by_reason: dict[str, int] = {}
         self.decisions_by_action: dict[str, int] = {}
         self.observation: Optional[Observation] = None
@@ -82,6 +90,8 @@ class Guard:
         self.dirty_since: Optional[float] = None
         self.stopping = False
         self.watch_problems: list[str] = []
+        self.last_decision: Optional[tuple[str, str]] = None
+        self._policy_state = self._load_policy_state()
 
     # -- start and stop --
     def start(self) -> None:
@@ -281,6 +291,31 @@ class Guard:
 
         self.next_policy_wake = apply_policy(self, observation)
 
+    @property
+    def policy_state(self) -> PolicyState:
+        return self._policy_state
+
+    def save_policy_state(self, state: PolicyState) -> None:
+        self._policy_state = state
+        self.set_state(self.state.model_copy(update={"restart_policy": state.to_dict()}))
+
+    def set_state(self, state: GuardState) -> None:
+        """Keep and persist the durable state (a failed write is logged, never fatal)."""
+        from waagent_guard.lease import save_state
+
+        self.state = state
+        try:
+            save_state(self.state_path, state)
+        except GuardError as error:
+            log.error("cannot save the guard's state: %s", error)
+
+    def _load_policy_state(self) -> PolicyState:
+        try:
+            return PolicyState.from_dict(self.state.restart_policy, str(self.state_path))
+        except GuardError as error:
+            log.warning("restart history ignored: %s", error)
+            return PolicyState()
+
     def _publish(self) -> None:
         observation = self.observation
         config_mtime = None
@@ -299,9 +334,7 @@ class Guard:
 
     @property
     def gave_up(self) -> bool:
-        from waagent_guard.restarter import gave_up
-
-        return gave_up(self)
+        return self._policy_state.gave_up_since is not None
 
     def status_line(self) -> str:
         observation = self.observation

@@ -21,48 +21,65 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
 from waagent_guard.cli import Context
 from waagent_guard.errors import UsageError
+from waagent_guard.settings import toml_value
 from waagent_guard.sysroot import Sysroot
 
 AGENT_PROGRAM = "usr/sbin/waagent"
 PIDFILE = "var/run/waagent.pid"
+STOP_TIMEOUT_SECONDS = 10.0
 
 
-def demo_settings_toml(guest: Path, port: int) -> str:
-    """The guard.toml the demo runs with (every path inside the guest)."""
-    python = sys.executable
+def demo_settings_toml(
+    guest: Path,
+    port: int,
+    agent_args: Sequence[str] = (),
+    overrides: Optional[Mapping[str, Mapping[str, object]]] = None,
+) -> str:
+    """The guard.toml the demo runs with (every path inside the guest).
 
-    def argv(verb: str) -> str:
-        items = [python, "-m", "waagent_guard.democmd", verb, str(guest)]
-        return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+    `agent_args` go to the simulated agent (e.g. `--crash-after 1` for crash-loop
+    tests); `overrides` replace keys per section (tests tune the tick and budget).
+    """
 
-    return (
-        "# Written by `waagent-guard demo`: the guard watches a simulated agent.\n"
-        "[agent]\n"
-        'manager = "command"\n'
-        'unit = "walinuxagent.service"\n'
-        "[agent.command]\n"
-        f"status = {argv('is-running')}\n"
-        f"start = {argv('start')}\n"
-        f"restart = {argv('restart')}\n"
-        f"stop = {argv('stop')}\n"
-        "[restart]\n"
-        "backoff_initial_seconds = 1.0\n"
-        "grace_seconds = 1.0\n"
-        "[daemon]\n"
-        "tick_seconds = 5.0\n"
-        "[doctor]\n"
-        'probe = "never"\n'
-        "[metrics]\n"
-        f"port = {port}\n"
-    )
+    def argv(verb: str) -> list[str]:
+        items = [sys.executable, "-m", "waagent_guard.democmd", verb, str(guest)]
+        if verb in ("start", "restart"):
+            items.extend(agent_args)
+        return items
+
+    sections: dict[str, dict[str, object]] = {
+        "agent": {"manager": "command", "unit": "walinuxagent.service"},
+        "agent.command": {
+            verb.replace("-", "_") if verb != "is-running" else "status": argv(verb)
+            for verb in ("is-running", "start", "restart", "stop")
+        },
+        "restart": {"backoff_initial_seconds": 1.0, "grace_seconds": 1.0},
+        "daemon": {"tick_seconds": 5.0},
+        "doctor": {"probe": "never"},
+        "metrics": {"port": port},
+    }
+    for section, values in (overrides or {}).items():
+        sections.setdefault(section, {}).update(values)
+    lines = ["# Written by `waagent-guard demo`: the guard watches a simulated agent."]
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
+    return "\n".join(lines) + "\n"
 
 
-def prepare_guest(directory: Path, port: int) -> Path:
+def prepare_guest(
+    directory: Path,
+    port: int,
+    agent_args: Sequence[str] = (),
+    overrides: Optional[Mapping[str, Mapping[str, object]]] = None,
+) -> Path:
     """Lay the demo guest in `directory` with its guard.toml; returns the guest root."""
     from waagent_guard.demo.simagent import lay_demo_guest
 
@@ -72,7 +89,9 @@ def prepare_guest(directory: Path, port: int) -> Path:
         proc_link.symlink_to("/proc")
     config = guest / "etc/waagent-guard/guard.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(demo_settings_toml(guest.resolve(), port), encoding="utf-8")
+    config.write_text(
+        demo_settings_toml(guest.resolve(), port, agent_args, overrides), encoding="utf-8"
+    )
     for runtime in ("run/waagent-guard", "var/lib/waagent-guard", "var/run"):
         (guest / runtime).mkdir(parents=True, exist_ok=True)
     return guest
@@ -97,12 +116,12 @@ def _agent_pid(guest: Path) -> Optional[int]:
     return pid if str(guest / AGENT_PROGRAM).encode() in cmdline else None
 
 
-def start_agent(guest: Path) -> int:
+def start_agent(guest: Path, agent_args: Sequence[str] = ()) -> int:
     """Start the simulated agent detached (its own session), like a service manager."""
     output = open(guest / "var/log/simagent.out", "ab")  # noqa: SIM115 - handed to the child
     with output:
         subprocess.Popen(
-            [sys.executable, "-u", str(guest / AGENT_PROGRAM), "-daemon"],
+            [sys.executable, "-u", str(guest / AGENT_PROGRAM), "-daemon", *agent_args],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=output,
@@ -113,27 +132,36 @@ def start_agent(guest: Path) -> int:
 
 
 def stop_agent(guest: Path) -> int:
+    """SIGTERM the simulated agent and wait for it to exit, as `systemctl stop` does."""
     pid = _agent_pid(guest)
-    if pid is not None:
+    if pid is None:
+        return 0
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while _agent_pid(guest) == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _agent_pid(guest) == pid:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGKILL)
     return 0
 
 
 def _tool_main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("start", "stop", "restart", "is-running"):
+    if len(argv) < 2 or argv[0] not in ("start", "stop", "restart", "is-running"):
         print(
-            "usage: python -m waagent_guard.democmd start|stop|restart|is-running GUEST",
+            "usage: python -m waagent_guard.democmd start|stop|restart|is-running GUEST "
+            "[AGENT-ARGS...]",
             file=sys.stderr,
         )
         return 64
-    verb, guest = argv[0], Path(argv[1])
+    verb, guest, agent_args = argv[0], Path(argv[1]), argv[2:]
     if verb == "is-running":
         return 0 if _agent_pid(guest) is not None else 3
     if verb in ("stop", "restart"):
         stop_agent(guest)
     if verb in ("start", "restart"):
-        return start_agent(guest)
+        return start_agent(guest, agent_args)
     return 0
 
 
@@ -157,7 +185,9 @@ def run(args: argparse.Namespace, context: Context) -> int:
         config_path = guest / "etc/waagent-guard/guard.toml"
         settings = load_settings(config_path, required=True)
         configure_daemon_logging("debug" if context.debug else "info", environ={})
-        start_agent(guest)
+        # Through the same detached path the guard's `command` manager uses: the
+        # simulated agent must not be our child (a killed child would linger as our zombie).
+        subprocess.run(settings.agent.command.start, check=True, timeout=30)
         guard = Guard(Sysroot(guest), settings, config_path=config_path)
         out = context.stdout
         print(f"demo guest: {guest}", file=out)

@@ -43,7 +43,7 @@ def watchdog_interval(
 
     None when WATCHDOG_USEC is absent, not a positive integer, or when
     WATCHDOG_PID names another process (the variable was inherited). Ping at
-    half this interval (`Notifier.watchdog_period`), as sd_watchdog_enabled(3)
+    half this interval (the `Notifier.watchdog_period` property), as sd_watchdog_enabled(3)
     recommends.
     """
     env = os.environ if environ is None else environ
@@ -91,6 +91,7 @@ class Notifier:
         pid: Optional[int] = None,
         clock_monotonic: Callable[[], float] = lambda: time.clock_gettime(time.CLOCK_MONOTONIC),
         systemd_notify: Optional[NotifyFunction] = None,
+        use_libsystemd: bool = False,
     ) -> None:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._socket_path = (
@@ -100,7 +101,15 @@ class Notifier:
         self._clock_monotonic = clock_monotonic
         self._reported_failure = False
         self._systemd_notify: Optional[NotifyFunction] = None
-        if self._socket_path and not force_fallback:
+        # libsystemd's sd_notify blocks on a full notify socket while holding the GIL
+        # (systemd-python does not release it), which would freeze metric scrapes
+        # with the loop. The guard's own sender never blocks (MSG_DONTWAIT); the
+        # library is used only when asked for.
+        if (
+            self._socket_path
+            and (use_libsystemd or systemd_notify is not None)
+            and not force_fallback
+        ):
             function = systemd_notify if systemd_notify is not None else _load_systemd_notify()
             # libsystemd reads NOTIFY_SOCKET from the real process environment;
             # use it only when that is the socket we were asked to talk to.
@@ -114,7 +123,7 @@ class Notifier:
 
     @property
     def backend(self) -> str:
-        """"systemd" (systemd-python), "socket" (pure Python) or "none"."""
+        """ "systemd" (systemd-python), "socket" (pure Python) or "none"."""
         if not self._socket_path:
             return "none"
         return "systemd" if self._systemd_notify is not None else "socket"
@@ -123,8 +132,9 @@ class Notifier:
         """The service's WatchdogSec in seconds, or None when the watchdog is off."""
         return watchdog_interval(self._environ, pid=self._pid)
 
+    @property
     def watchdog_period(self) -> Optional[float]:
-        """How often to send WATCHDOG=1: half the watchdog interval."""
+        """How often to send WATCHDOG=1 (half the watchdog interval); None when off."""
         interval = self.watchdog_interval()
         return None if interval is None else interval / 2
 
@@ -176,7 +186,8 @@ class Notifier:
     def _send_datagram(self, payload: bytes) -> None:
         assert self._socket_path is not None
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(payload, notify_address(self._socket_path))
+            # Never block the loop: a notification that does not fit is dropped.
+            sock.sendto(payload, socket.MSG_DONTWAIT, notify_address(self._socket_path))
 
     def _report_failure(self, error: BaseException) -> None:
         if self._reported_failure:

@@ -198,9 +198,9 @@ def _normalise(state: PolicyState, health: AgentHealth, settings: RestartSetting
     def clamp(value: Optional[float]) -> Optional[float]:
         return None if value is None else min(value, now)
 
-    snapshot = health.snapshot_in_progress or health.vmsnapshot_transitioning
-    snapshot_since = (state.snapshot_since if state.snapshot_since is not None else now) \
-        if snapshot else None
+    snapshot_since: Optional[float] = None
+    if health.snapshot_in_progress or health.vmsnapshot_transitioning:
+        snapshot_since = state.snapshot_since if state.snapshot_since is not None else now
     return replace(
         state,
         restart_times=times,
@@ -368,7 +368,8 @@ def backoff_delay(level: int, settings: RestartSettings) -> float:
     """Seconds to wait after the `level`-th consecutive restart: initial, doubling, capped."""
     if level <= 0:
         return 0.0
-    return float(min(settings.backoff_initial_seconds * 2 ** (level - 1),
+    doublings = min(level - 1, 64)  # past the cap anyway; keeps the float finite
+    return float(min(settings.backoff_initial_seconds * 2.0**doublings,
                      settings.backoff_max_seconds))
 
 

@@ -41,7 +41,7 @@ class AgentSettings(Section):
     )
     conf_path: Optional[str] = Field(None, description="waagent.conf (default: per-distro search)")
     log_path: str = Field("/var/log/waagent.log", description="the agent's log file")
-    command: AgentCommandSettings = Field(default_factory=AgentCommandSettings)
+    command: AgentCommandSettings = AgentCommandSettings()
     command_timeout_seconds: float = Field(30.0, gt=0, description="timeout of manager commands")
 
     @field_validator("unit")
@@ -144,16 +144,16 @@ class LoggingSettings(Section):
 
 
 class Settings(Section):
-    agent: AgentSettings = Field(default_factory=AgentSettings)
-    vmsnapshot: VmsnapshotSettings = Field(default_factory=VmsnapshotSettings)
-    restart: RestartSettings = Field(default_factory=RestartSettings)
-    verbose: VerboseSettings = Field(default_factory=VerboseSettings)
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    control: ControlSettings = Field(default_factory=ControlSettings)
-    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
-    doctor: DoctorSettings = Field(default_factory=DoctorSettings)
-    bundle: BundleSettings = Field(default_factory=BundleSettings)
-    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    agent: AgentSettings = AgentSettings()
+    vmsnapshot: VmsnapshotSettings = VmsnapshotSettings()
+    restart: RestartSettings = RestartSettings()
+    verbose: VerboseSettings = VerboseSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    control: ControlSettings = ControlSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    doctor: DoctorSettings = DoctorSettings()
+    bundle: BundleSettings = BundleSettings()
+    logging: LoggingSettings = LoggingSettings()
 
 
 def _known_keys(model: type[BaseModel], location: tuple[Any, ...]) -> list[str]:
@@ -230,7 +230,7 @@ def render_settings(settings: Settings) -> str:
             if isinstance(value, BaseModel):
                 nested.append((f"{prefix}.{name}" if prefix else name, value))
             elif value is not None:
-                scalars.append(f"{name} = {_toml_value(value)}")
+                scalars.append(f"{name} = {toml_value(value)}")
             else:
                 scalars.append(f"# {name} = (unset)")
         if prefix:
@@ -245,12 +245,12 @@ def render_settings(settings: Settings) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _toml_value(value: object) -> str:
+def toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'

@@ -8,7 +8,7 @@
 # ConditionVirtualization= so it starts inside systemd-nspawn.
 # The finished root is reused while its stamp matches RECIPE below.
 set -euo pipefail
-RECIPE="wg-e2e-root v1: bookworm minbase systemd dbus python3 procps curl iproute2 waagent"
+RECIPE="wg-e2e-root v2: bookworm minbase systemd dbus python3 procps curl iproute2 waagent provisioning-disabled"
 cache=${1:-/var/cache/waagent-guard-e2e}
 mirror=${WG_E2E_MIRROR:-http://deb.debian.org/debian}
 root="$cache/root"
@@ -59,6 +59,11 @@ cat >"$work/etc/systemd/system/walinuxagent.service.d/e2e-container.conf" <<'UNI
 [Unit]
 ConditionVirtualization=
 UNIT
+# No cloud-init here: with provisioning disabled the daemon goes on past the
+# provisioning wait and runs commands (logged as VERBOSE lines when
+# Logs.Verbose=y), then waits forever for a route: the container has only lo.
+sed -i 's/^Provisioning.Agent=.*/Provisioning.Agent=disabled/' "$work/etc/waagent.conf"
+grep -q '^Provisioning.Agent=disabled$' "$work/etc/waagent.conf"
 echo "wg-e2e" >"$work/etc/hostname"
 : >"$work/etc/machine-id"
 : >"$work/etc/resolv.conf"

@@ -318,6 +318,16 @@ def test_supplementary_groups_are_empty_for_a_gone_or_foreign_peer(tmp_path: Pat
     assert supplementary_groups(7, tmp_path) == ()
 
 
+def test_a_permission_denied_reply_raises_control_permission_error(socket_path: Path) -> None:
+    def deny(payload: dict[str, Any], peer: PeerCredentials) -> dict[str, Any]:
+        return {"ok": False, "error": "permission denied: verbose on needs root"}
+
+    with ControlServer(socket_path, deny) as control:
+        control.start()
+        with pytest.raises(ControlPermissionError, match="verbose on needs root"):
+            request(socket_path, {"command": "verbose-on"})
+
+
 # --- lifecycle ------------------------------------------------------------------------
 
 
@@ -390,8 +400,55 @@ def test_request_times_out_when_the_daemon_does_not_answer(socket_path: Path) ->
     control = ControlServer(socket_path, echo)
     control.open()  # listening, never serving
     try:
-        with pytest.raises(ControlProtocolError, match="did not answer within 0.2s"):
+        with pytest.raises(ControlProtocolError, match=r"did not answer within 0\.2s"):
             request(socket_path, {}, timeout=0.2)
+    finally:
+        control.close()
+
+
+def serve_one_answer(path: Path, answer: bytes) -> tuple[socket.socket, threading.Thread]:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def answer_once() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.makefile("rb").readline()
+            for start in range(0, len(answer), 3):  # in small pieces, like a slow daemon
+                connection.sendall(answer[start : start + 3])
+
+    thread = threading.Thread(target=answer_once)
+    thread.start()
+    return listener, thread
+
+
+def test_request_reads_a_reply_that_arrives_in_pieces_and_ends_at_eof(tmp_path: Path) -> None:
+    path = tmp_path / "fake.sock"
+    listener, thread = serve_one_answer(path, b'{"ok": true, "lease": null}')
+    try:
+        assert request(path, {}) == {"ok": True, "lease": None}
+    finally:
+        thread.join()
+        listener.close()
+
+
+def test_a_selector_can_watch_the_server_before_open_is_called(socket_path: Path) -> None:
+    import selectors
+
+    control = ControlServer(socket_path, echo)
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(control, selectors.EVENT_READ, "control")
+            assert socket_path.exists()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.settimeout(10)
+                client.connect(str(socket_path))
+                client.sendall(b"{}\n")
+                events = selector.select(timeout=10)
+                assert [key.data for key, _ in events] == ["control"]
+                assert control.handle_ready() is True
+                assert json.loads(client.makefile("rb").readline())["ok"] is True
     finally:
         control.close()
 

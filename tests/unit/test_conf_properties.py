@@ -44,9 +44,11 @@ valid_key = st.one_of(
 valid_value = st.one_of(
     st.sampled_from(["y", "n", "None", "", "/var/lib/waagent", "a=b"]),
     st.text(max_size=12).filter(
-        lambda value: not any(char in "#\n\r\0" for char in value)
-        and value == value.strip()
-        and value == value.strip('" ')
+        lambda value: (
+            not any(char in "#\n\r\0" for char in value)
+            and value == value.strip()
+            and value == value.strip('" ')
+        )
     ),
 )
 

@@ -44,8 +44,9 @@ def make_handler(
     return directory
 
 
-def status_text(status: str, *, code: object = 0, operation: str = "Enable",
-                message: str = "ok") -> str:
+def status_text(
+    status: str, *, code: object = 0, operation: str = "Enable", message: str = "ok"
+) -> str:
     entry = {
         "version": "1.0",
         "timestampUTC": "2026-11-26T05:00:00Z",
@@ -317,7 +318,10 @@ def test_flag_files_and_wireserver_endpoint(tmp_path: Path) -> None:
 def test_empty_lib_dir_has_no_flags(tmp_path: Path) -> None:
     state = scan_lib_dir(tmp_path, now=NOW)
     assert (state.disable_agent, state.provisioned, state.wireserver_endpoint) == (
-        False, False, None)
+        False,
+        False,
+        None,
+    )
     assert state.waagent_status_path is None and state.waagent_status_mtime is None
 
 
@@ -332,13 +336,21 @@ def test_bad_wireserver_endpoint_is_a_problem(tmp_path: Path, content: bytes) ->
 def test_agent_versions_report_blacklisting_from_error_json(tmp_path: Path) -> None:
     fatal = tmp_path / "WALinuxAgent-2.10.0.8"
     fatal.mkdir()
-    (fatal / "error.json").write_text(json.dumps(
-        {"last_failure": NOW, "failure_count": 3, "was_fatal": True,
-         "reason": "restarted more than 3 times in 300 seconds"}))
+    (fatal / "error.json").write_text(
+        json.dumps(
+            {
+                "last_failure": NOW,
+                "failure_count": 3,
+                "was_fatal": True,
+                "reason": "restarted more than 3 times in 300 seconds",
+            }
+        )
+    )
     benign = tmp_path / "WALinuxAgent-2.9.1.1"
     benign.mkdir()
-    (benign / "error.json").write_text(json.dumps(
-        {"last_failure": 0.0, "failure_count": 0, "was_fatal": False, "reason": ""}))
+    (benign / "error.json").write_text(
+        json.dumps({"last_failure": 0.0, "failure_count": 0, "was_fatal": False, "reason": ""})
+    )
     (tmp_path / "WALinuxAgent-2.15.0.1").mkdir()
     (tmp_path / "WALinuxAgent-2.15.0.1.zip").write_text("zip")
     state = scan_lib_dir(tmp_path, now=NOW)

@@ -94,7 +94,8 @@ def test_systemd_python_backend_reaches_the_same_real_socket(
     path, sock = notify_socket
     # libsystemd reads NOTIFY_SOCKET from the process environment itself.
     monkeypatch.setenv("NOTIFY_SOCKET", path)
-    notifier = Notifier()
+    assert Notifier().backend != "systemd"  # the non-blocking sender is the default
+    notifier = Notifier(use_libsystemd=True)
     assert notifier.backend == "systemd"
     assert notifier.ready("up")
     assert receive(sock) == {"READY": "1", "STATUS": "up"}
@@ -173,7 +174,7 @@ def test_watchdog_interval_is_read_from_watchdog_usec_for_this_pid() -> None:
     assert watchdog_interval(env) == 30.0
     notifier = Notifier(env)
     assert notifier.watchdog_interval() == 30.0
-    assert notifier.watchdog_period() == 15.0
+    assert notifier.watchdog_period == 15.0
 
 
 def test_watchdog_interval_without_pid_applies_to_us() -> None:
@@ -192,4 +193,15 @@ def test_watchdog_interval_without_pid_applies_to_us() -> None:
 )
 def test_watchdog_interval_is_none_when_absent_inherited_or_invalid(env: dict[str, str]) -> None:
     assert watchdog_interval(env, pid=4242) is None
-    assert Notifier(env, pid=4242).watchdog_period() is None
+    assert Notifier(env, pid=4242).watchdog_period is None
+
+
+def test_a_full_notify_socket_never_blocks_the_sender(
+    notify_socket: tuple[str, socket.socket],
+) -> None:
+    path, _sock = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    # Nobody reads: the receive queue fills, then sends fail fast instead of blocking.
+    results = [notifier.status(f"message {number}") for number in range(5000)]
+    assert results[0] is True
+    assert results[-1] is False

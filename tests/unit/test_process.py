@@ -51,9 +51,30 @@ def add_process(
     directory = proc / str(pid)
     directory.mkdir()
     (directory / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
-    fields = [state, "1", str(pid), str(pid), "0", "-1", "4194560", "0", "0", "0", "0",
-              str(utime), str(stime), "0", "0", "20", "0", "3", "0", str(start_ticks),
-              "123456789", "7000"]
+    fields = [
+        state,
+        "1",
+        str(pid),
+        str(pid),
+        "0",
+        "-1",
+        "4194560",
+        "0",
+        "0",
+        "0",
+        "0",
+        str(utime),
+        str(stime),
+        "0",
+        "0",
+        "20",
+        "0",
+        "3",
+        "0",
+        str(start_ticks),
+        "123456789",
+        "7000",
+    ]
     (directory / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
     status = f"Name:\t{comm}\nState:\t{state}\nPid:\t{pid}\n"
     if rss_kb is not None:
@@ -85,7 +106,9 @@ def test_daemon_is_recognised_by_command_line(argv: tuple[str, ...]) -> None:
 def test_egg_exthandler_takes_its_version_from_the_egg_name() -> None:
     assert classify_cmdline(EXTHANDLER_ARGV) == ("exthandler", "2.15.0.1")
     assert classify_cmdline(("python3", "-u", "/usr/sbin/waagent", "-run-exthandlers")) == (
-        "exthandler", None)
+        "exthandler",
+        None,
+    )
 
 
 def test_egg_daemon_takes_its_version_from_the_egg_name() -> None:
@@ -117,13 +140,14 @@ def test_other_command_lines_are_not_the_agent(argv: tuple[str, ...]) -> None:
 
 def test_daemon_and_exthandler_are_found_with_their_numbers(tmp_path: Path) -> None:
     proc = make_proc(tmp_path)
-    add_process(proc, 900, EXTHANDLER_ARGV, utime=300, stime=100, start_ticks=50_000,
-                rss_kb=60_000)
+    add_process(proc, 900, EXTHANDLER_ARGV, utime=300, stime=100, start_ticks=50_000, rss_kb=60_000)
     add_process(proc, 499, DAEMON_ARGV, comm="python3 (x) y")
     add_process(proc, 1, ("/sbin/init",), comm="systemd")
     found = find_agent_processes(proc, clock_ticks=TICKS)
     assert [(p.pid, p.role, p.version) for p in found] == [
-        (499, "daemon", None), (900, "exthandler", "2.15.0.1")]
+        (499, "daemon", None),
+        (900, "exthandler", "2.15.0.1"),
+    ]
     daemon, child = found
     assert daemon.cmdline == DAEMON_ARGV
     assert daemon.start_time == BOOT_TIME + 123.45
@@ -195,7 +219,11 @@ def test_pidfile_naming_the_live_daemon_is_agent(tmp_path: Path) -> None:
     pidfile.write_text("499")
     state = check_pidfile(pidfile, proc)
     assert (state.path, state.state, state.pid, state.other_cmdline) == (
-        pidfile, "agent", 499, None)
+        pidfile,
+        "agent",
+        499,
+        None,
+    )
 
 
 def test_pidfile_naming_a_dead_pid_is_dead(tmp_path: Path) -> None:
@@ -247,7 +275,8 @@ def fake_agent(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     script.parent.mkdir(parents=True)
     script.write_text("import sys\nsys.stdin.read()\n")  # blocks until we close stdin
     process = subprocess.Popen(
-        [sys.executable, "-u", str(script), "-daemon"], stdin=subprocess.PIPE)
+        [sys.executable, "-u", str(script), "-daemon"], stdin=subprocess.PIPE
+    )
     try:
         yield process
     finally:

@@ -197,13 +197,14 @@ def _status_message(formatted: Any) -> Optional[str]:
     return _optional_str(formatted)
 
 
-def parse_status_document(document: Any, path: Path, sequence: int, mtime: float,
-                          problems: list[str]) -> ExtensionStatus:
+def parse_status_document(
+    document: Any, path: Path, sequence: int, mtime: float, problems: list[str]
+) -> ExtensionStatus:
     """Read element 0 of a `<seq>.status` array (a bare object is accepted too)."""
     entry = document[0] if isinstance(document, list) and document else document
     inner = entry.get("status") if isinstance(entry, dict) else None
     if not isinstance(inner, dict):
-        problems.append(f"{path}: no status object (expected [{{\"status\": {{...}}}}])")
+        problems.append(f'{path}: no status object (expected [{{"status": {{...}}}}])')
         return ExtensionStatus(sequence, None, None, None, None, mtime)
     value = _optional_str(inner.get("status"))
     if value is not None and value.lower() not in EXTENSION_STATUS_VALUES:
@@ -268,7 +269,7 @@ def _handler_status(directory: Path, problems: list[str]) -> Optional[str]:
         problems.append(str(error))
         return None
     if not isinstance(document, dict) or "status" not in document:
-        problems.append(f"{path}: expected a JSON object with a \"status\" key")
+        problems.append(f'{path}: expected a JSON object with a "status" key')
         return None
     return _optional_str(document["status"])
 

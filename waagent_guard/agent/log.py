@@ -49,14 +49,17 @@ MAX_RECORD_CHARS = 4 * 1024 * 1024
 
 _UTC = timezone.utc
 _ISO_HEAD = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?Z (VERBOSE|INFO|WARNING|ERROR)(?: |$)"
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?Z"
+    r" (VERBOSE|INFO|WARNING|ERROR)(?: |$)"
 )
 _SLASH_LEVEL_HEAD = re.compile(
     r"(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{1,6}) (VERBOSE|INFO|WARNING|ERROR)(?: |$)"
 )
 _SLASH_PLAIN_HEAD = re.compile(r"(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?: |$)")
 _EXTENSION_PREFIX = re.compile(r"\[[^\]\s]+-\d[^\]\s]*\]")
-_THREAD_NAME = re.compile(r"(?:MainThread|Thread-\d+|[A-Z][A-Za-z]*(?:Handler|Collector|Monitor|Thread))")
+_THREAD_NAME = re.compile(
+    r"(?:MainThread|Thread-\d+|[A-Z][A-Za-z]*(?:Handler|Collector|Monitor|Thread))"
+)
 _ZONEINFO_MARKER = "/zoneinfo/"
 
 
@@ -64,7 +67,7 @@ _ZONEINFO_MARKER = "/zoneinfo/"
 class LogRecord:
     """One logical log entry: a header line plus its continuation lines."""
 
-    timestamp: Optional[datetime]  # aware, in UTC (local-time formats converted from the guest's zone)
+    timestamp: Optional[datetime]  # aware, UTC (local-time formats converted from the guest zone)
     level: Optional[str]  # VERBOSE|INFO|WARNING|ERROR; None for format 5 and format 0
     thread: Optional[str]
     prefix: Optional[str]
@@ -89,9 +92,7 @@ def guest_timezone(sysroot_etc_localtime: Path) -> tzinfo:
         key = target.split(_ZONEINFO_MARKER, 1)[1]
         try:
             return ZoneInfo(key)
-        except (ValueError, OSError) as error:  # ZoneInfoNotFoundError is a KeyError
-            logger.debug("%s: zone %r not known here (%s); reading the file", path, key, error)
-        except KeyError:
+        except (ValueError, OSError, KeyError):  # ZoneInfoNotFoundError is a KeyError
             logger.debug("%s: zone %r not known here; reading the file", path, key)
     try:
         with open(path, "rb") as handle:
@@ -105,6 +106,33 @@ def _default_timezone() -> tzinfo:
     return guest_timezone(Path("/etc/localtime"))
 
 
+# timestamp, level, thread, prefix, message of the first line, format
+_Head = tuple[Optional[datetime], Optional[str], Optional[str], Optional[str], str, int]
+_Seconds = tuple[int, int, int, int, int, int]
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+def _make_record(head: _Head, message: str, lines: tuple[str, ...]) -> LogRecord:
+    # Hot path (one call per record): installing __dict__ in one step skips the seven
+    # object.__setattr__ calls a frozen dataclass's __init__ makes (twice as fast).
+    record: LogRecord = _new_object(LogRecord)
+    _set_attribute(
+        record,
+        "__dict__",
+        {
+            "timestamp": head[0],
+            "level": head[1],
+            "thread": head[2],
+            "prefix": head[3],
+            "message": message,
+            "lines": lines,
+            "format": head[5],
+        },
+    )
+    return record
+
+
 class RecordParser:
     """Incremental parser: feed physical lines, get the records they complete.
 
@@ -114,58 +142,96 @@ class RecordParser:
 
     def __init__(self, tz: Optional[tzinfo] = None) -> None:
         self._tz = tz if tz is not None else _default_timezone()
-        self._pending: Optional[_Pending] = None
-        # Seconds-resolution timestamps repeat across consecutive lines: cache them.
-        self._utc_seconds: dict[str, datetime] = {}
-        self._local_seconds: dict[str, datetime] = {}
+        # The record being built: its header fields, first raw line, and continuation
+        # lines (messages, raw lines, size) once there are any.
+        self._head: Optional[_Head] = None
+        self._first_line = ""
+        self._more_messages: list[str] = []
+        self._more_lines: list[str] = []
+        self._chars = 0
+        # Timestamps repeat their date-and-seconds part across lines: cache the parts.
+        self._utc_seconds: dict[str, _Seconds] = {}
+        self._local_seconds: dict[str, _Seconds] = {}
 
     def feed(self, line: str) -> list[LogRecord]:
         """Add one physical line (with or without its EOL); return records it completed."""
-        text = line[:-1] if line.endswith("\n") else line
-        if text.endswith("\r"):
+        text = line[:-1] if line[-1:] == "\n" else line
+        if text[-1:] == "\r":
             text = text[:-1]
         header = self._parse_header(text)
-        pending = self._pending
         if header is None:
-            if pending is None:
-                self._pending = _Pending(None, None, None, None, text, 0, line)
-                return []
-            if (
-                len(pending.lines) < MAX_RECORD_LINES
-                and pending.chars + len(line) <= MAX_RECORD_CHARS
-            ):
-                pending.add(text, line)
-                return []
-            # Too big to keep growing: close it; the rest becomes a record of its own.
-            self._pending = _Pending(None, None, None, None, text, 0, line)
-            return [pending.finish()]
-        self._pending = _Pending(*header, line)
-        return [pending.finish()] if pending is not None else []
+            return self._continue(text, line)
+        done = self._finish() if self._head is not None else None
+        self._head = header
+        self._first_line = line
+        self._chars = len(line)
+        return [done] if done is not None else []
 
     def flush(self) -> list[LogRecord]:
         """Return the record still being built (end of input)."""
-        pending, self._pending = self._pending, None
-        return [pending.finish()] if pending is not None else []
+        if self._head is None:
+            return []
+        done = self._finish()
+        self._head = None
+        return [done]
 
-    def _parse_header(
-        self, text: str
-    ) -> Optional[tuple[datetime, Optional[str], Optional[str], Optional[str], str, int]]:
+    def _continue(self, text: str, line: str) -> list[LogRecord]:
+        if self._head is None:
+            self._start_orphan(text, line)
+            return []
+        if (
+            len(self._more_lines) + 1 < MAX_RECORD_LINES
+            and self._chars + len(line) <= MAX_RECORD_CHARS
+        ):
+            self._more_messages.append(text)
+            self._more_lines.append(line)
+            self._chars += len(line)
+            return []
+        # Too big to keep growing: close it; the rest becomes a record of its own.
+        done = self._finish()
+        self._start_orphan(text, line)
+        return [done]
+
+    def _start_orphan(self, text: str, line: str) -> None:
+        self._head = (None, None, None, None, text, 0)
+        self._first_line = line
+        self._chars = len(line)
+
+    def _finish(self) -> LogRecord:
+        head = self._head
+        assert head is not None
+        if not self._more_lines:
+            return _make_record(head, head[4], (self._first_line,))
+        record = _make_record(
+            head,
+            "\n".join([head[4], *self._more_messages]),
+            (self._first_line, *self._more_lines),
+        )
+        self._more_messages = []
+        self._more_lines = []
+        return record
+
+    def _parse_header(self, text: str) -> Optional[_Head]:
         # A cheap look at the fifth character picks the family before any regex runs.
         marker = text[4:5]
         if marker == "-":
             match = _ISO_HEAD.match(text)
             if match is None:
                 return None
-            stamp = self._utc_time(text, match)
-            if stamp is None:
-                return None
+            parts = self._utc_seconds.get(text[:19])
+            if parts is None:
+                parts = self._seconds(self._utc_seconds, text[:19], match, _UTC)
+                if parts is None:
+                    return None
+            fraction = match.group(7)
+            stamp = datetime(*parts, int(fraction.ljust(6, "0")) if fraction else 0, _UTC)
             level = match.group(8)
             rest = text[match.end() :]
             first, _, after_first = rest.partition(" ")
             second, _, after_second = after_first.partition(" ")
-            if second in PREFIXES or _EXTENSION_PREFIX.fullmatch(second):
+            if second in PREFIXES or (second[:1] == "[" and _EXTENSION_PREFIX.fullmatch(second)):
                 return stamp, level, first, second, after_second, 1
-            if first in PREFIXES or _EXTENSION_PREFIX.fullmatch(first):
+            if first in PREFIXES or (first[:1] == "[" and _EXTENSION_PREFIX.fullmatch(first)):
                 return stamp, level, None, first, after_first, 2
             if _THREAD_NAME.fullmatch(first):
                 return stamp, level, first, None, after_first, 1
@@ -173,54 +239,54 @@ class RecordParser:
         if marker == "/":
             match = _SLASH_LEVEL_HEAD.match(text)
             if match is not None:
-                stamp = self._local_time(text, match)
-                if stamp is None:
+                local_stamp = self._local_time(text, match)
+                if local_stamp is None:
                     return None
                 rest = text[match.end() :]
                 first, _, after_first = rest.partition(" ")
-                if first in PREFIXES or _EXTENSION_PREFIX.fullmatch(first):
-                    return stamp, match.group(8), None, first, after_first, 3
-                return stamp, match.group(8), None, None, rest, 4
+                if first in PREFIXES or (first[:1] == "[" and _EXTENSION_PREFIX.fullmatch(first)):
+                    return local_stamp, match.group(8), None, first, after_first, 3
+                return local_stamp, match.group(8), None, None, rest, 4
             match = _SLASH_PLAIN_HEAD.match(text)
             if match is None:
                 return None
-            stamp = self._local_time(text, match)
-            if stamp is None:
+            local_stamp = self._local_time(text, match)
+            if local_stamp is None:
                 return None
             rest = text[match.end() :]
             prefix_match = _EXTENSION_PREFIX.match(rest)
             if prefix_match is None:
-                return stamp, None, None, None, rest, 5
+                return local_stamp, None, None, None, rest, 5
             message = rest[prefix_match.end() :]
-            return stamp, None, None, prefix_match.group(0), message[1:] if message[:1] == " " else message, 5
+            if message[:1] == " ":
+                message = message[1:]
+            return local_stamp, None, None, prefix_match.group(0), message, 5
         return None
 
-    def _utc_time(self, text: str, match: re.Match[str]) -> Optional[datetime]:
-        key = text[:19]
-        base = self._utc_seconds.get(key)
-        if base is None:
-            base = _build_time(match, _UTC)
-            if base is None:
-                return None
-            if len(self._utc_seconds) > 4096:
-                self._utc_seconds.clear()
-            self._utc_seconds[key] = base
-        fraction = match.group(7)
-        return base.replace(microsecond=int(fraction.ljust(6, "0"))) if fraction else base
-
     def _local_time(self, text: str, match: re.Match[str]) -> Optional[datetime]:
-        key = text[:19]
-        base = self._local_seconds.get(key)
-        if base is None:
-            local = _build_time(match, self._tz)
-            if local is None:
+        parts = self._local_seconds.get(text[:19])
+        if parts is None:
+            parts = self._seconds(self._local_seconds, text[:19], match, self._tz)
+            if parts is None:
                 return None
-            base = local.astimezone(_UTC)
-            if len(self._local_seconds) > 4096:
-                self._local_seconds.clear()
-            self._local_seconds[key] = base
         fraction = match.group(7)
-        return base.replace(microsecond=int(fraction.ljust(6, "0"))) if fraction else base
+        return datetime(*parts, int(fraction.ljust(6, "0")) if fraction else 0, _UTC)
+
+    @staticmethod
+    def _seconds(
+        cache: dict[str, _Seconds], key: str, match: re.Match[str], zone: tzinfo
+    ) -> Optional[_Seconds]:
+        """The UTC (year, month, day, hour, minute, second) of a header, cached by its text."""
+        moment = _build_time(match, zone)
+        if moment is None:
+            return None
+        if zone is not _UTC:
+            moment = moment.astimezone(_UTC)
+        if len(cache) > 4096:
+            cache.clear()
+        parts = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
+        cache[key] = parts
+        return parts
 
 
 def _build_time(match: re.Match[str], zone: tzinfo) -> Optional[datetime]:
@@ -229,48 +295,6 @@ def _build_time(match: re.Match[str], zone: tzinfo) -> Optional[datetime]:
         return datetime(year, month, day, hour, minute, second, tzinfo=zone)
     except (ValueError, OverflowError):
         return None  # 2021/13/45: not a timestamp, so not a header
-
-
-class _Pending:
-    """A record being built; mutable until `finish`."""
-
-    __slots__ = ("chars", "format", "level", "lines", "messages", "prefix", "thread", "timestamp")
-
-    def __init__(
-        self,
-        timestamp: Optional[datetime],
-        level: Optional[str],
-        thread: Optional[str],
-        prefix: Optional[str],
-        message: str,
-        record_format: int,
-        line: str,
-    ) -> None:
-        self.timestamp = timestamp
-        self.level = level
-        self.thread = thread
-        self.prefix = prefix
-        self.messages = [message]
-        self.lines = [line]
-        self.format = record_format
-        self.chars = len(line)
-
-    def add(self, text: str, line: str) -> None:
-        self.messages.append(text)
-        self.lines.append(line)
-        self.chars += len(line)
-
-    def finish(self) -> LogRecord:
-        messages = self.messages
-        return LogRecord(
-            timestamp=self.timestamp,
-            level=self.level,
-            thread=self.thread,
-            prefix=self.prefix,
-            message=messages[0] if len(messages) == 1 else "\n".join(messages),
-            lines=tuple(self.lines),
-            format=self.format,
-        )
 
 
 def parse_records(lines: Iterable[str], tz: Optional[tzinfo] = None) -> Iterator[LogRecord]:

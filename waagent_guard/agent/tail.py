@@ -134,7 +134,9 @@ class LogTailer:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
             os.close(fd)
-            raise InputError(f"{self.path}: not a regular file; point agent.log_path at the agent log")
+            raise InputError(
+                f"{self.path}: not a regular file; point agent.log_path at the agent log"
+            )
         self._fd = fd
         self._identity = (status.st_dev, status.st_ino)
         return True
@@ -183,16 +185,26 @@ class LogTailer:
                 return
             data = data[newline + 1 :]
             self._skip_to_newline = False
+        limit = self.max_line_bytes
         end = data.rfind(b"\n")
         if end >= 0:
-            lines.extend(_decode_lines(data[:end]))
+            if end <= limit:
+                lines.extend(_decode_lines(data[:end]))
+            else:
+                for raw in data[:end].split(b"\n"):
+                    lines.extend(self._pieces(raw))
             data = data[end + 1 :]
-        limit = self.max_line_bytes
+        # Bounded memory: a line that never ends is handed out in pieces.
         while len(data) > limit:
-            # Bounded memory: a line that never ends is handed out in pieces.
             lines.append(data[:limit].decode("utf-8", "replace"))
             data = data[limit:]
         self._partial = data
+
+    def _pieces(self, raw: bytes) -> list[str]:
+        limit = self.max_line_bytes
+        if len(raw) <= limit:
+            return [raw.decode("utf-8", "replace")]
+        return [raw[at : at + limit].decode("utf-8", "replace") for at in range(0, len(raw), limit)]
 
 
 def rotated_logs(path: Path) -> list[Path]:
@@ -235,8 +247,9 @@ def _plain_tail(path: Path, budget: int) -> bytes:
 
 
 def _gzip_tail(path: Path, budget: int) -> bytes:
+    # Keep one byte more than the budget: the byte before the tail tells whether the
+    # tail starts at a line start (as `_plain_tail` reads the byte before `start`).
     tail = bytearray()
-    trimmed = False
     total = 0
     with gzip.open(path, "rb") as handle:
         while True:
@@ -245,13 +258,12 @@ def _gzip_tail(path: Path, budget: int) -> bytes:
                 break
             total += len(chunk)
             tail += chunk
-            if len(tail) > budget:
-                del tail[: len(tail) - budget]
-                trimmed = True
+            if len(tail) > budget + 1:
+                del tail[: len(tail) - budget - 1]
             if total > MAX_DECOMPRESSED_BYTES:
                 logger.warning("%s: stopped after %d decompressed bytes", path, total)
                 break
-    if not trimmed:
+    if len(tail) <= budget:
         return bytes(tail)
     newline = tail.find(b"\n")
     return bytes(tail[newline + 1 :]) if newline >= 0 else b""

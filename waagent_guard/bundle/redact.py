@@ -69,7 +69,8 @@ class BlockRule:
 
 Rule = Union[SubstitutionRule, BlockRule]
 
-_SIG = rb"(?<![A-Za-z0-9_])sig(?:=|%3[Dd])"
+# `sig=` at a parameter start: after a non-word byte, or after an encoded `&` (\u0026, %26).
+_SIG = rb"(?:(?<![A-Za-z0-9_])|(?<=\\u0026)|(?<=%26))sig(?:=|%3[Dd])"
 _SECRET_KEY_NAME = (
     rb"[A-Za-z0-9_.\-]{0,60}(?:password|passwd|pwd|secret|token|credential|connectionstring"
     rb"|signature|privatekey|private_key|apikey|api_key)[A-Za-z0-9_.\-]{0,60}"
@@ -123,8 +124,8 @@ SAS_URL = SubstitutionRule(
 SAS_SIGNATURE = SubstitutionRule(
     name="sas_signature",
     description="any remaining sig= value (escaped or partial URLs)",
-    pattern=re.compile(_SIG + rb"(?!\[REDACTED\])[^&\s\"'<>\\]+", re.IGNORECASE),
-    replacement=lambda match: re.split(rb"(?<=[=dD])", match.group(0), maxsplit=1)[0] + MARKER,
+    pattern=re.compile(b"(" + _SIG + rb")(?!\[REDACTED\])[^&\s\"'<>\\]+", re.IGNORECASE),
+    replacement=lambda match: match.group(1) + MARKER,
     leak=re.compile(_SIG + rb"(?!\[REDACTED\])[^&\s\"'<>\\]", re.IGNORECASE),
 )
 PROTECTED_SETTINGS = SubstitutionRule(
@@ -132,11 +133,11 @@ PROTECTED_SETTINGS = SubstitutionRule(
     description='"protectedSettings" string values',
     pattern=re.compile(
         rb'((\\*)"protectedSettings\2"\s{0,20}:\s{0,20}\2")(?!\[REDACTED\]\2")'
-        rb'(?:[^"\\]|\\(?!\2"))+(?=\2")'
+        rb'(?:[^"\\]|\\.)+?(?=\2")'
     ),
     replacement=lambda match: match.group(1) + MARKER,
     leak=re.compile(
-        rb'(\\*)"protectedSettings\1"\s{0,20}:\s{0,20}\1"(?!\[REDACTED\]\1")(?!\1")'
+        rb'(\\*)"protectedSettings\1"\s{0,20}:\s{0,20}(?:\1"(?!\[REDACTED\]\1")(?!\1")|[\[{])'
     ),
 )
 JSON_SECRET_VALUE = SubstitutionRule(
@@ -144,7 +145,7 @@ JSON_SECRET_VALUE = SubstitutionRule(
     description="password/secret/token/key-like JSON values",
     pattern=re.compile(
         rb'(?i)((\\*)"(?:' + _SECRET_KEY_NAME + rb')\2"\s{0,20}:\s{0,20}\2")'
-        rb'(?!\[REDACTED\]\2")(?:[^"\\]|\\(?!\2"))+(?=\2")'
+        rb'(?!\[REDACTED\]\2")(?:[^"\\]|\\.)+?(?=\2")'
     ),
     replacement=lambda match: match.group(1) + MARKER,
     leak=re.compile(
@@ -164,7 +165,7 @@ CONFIG_SECRET_LINE = SubstitutionRule(
     description="password/psk/secret/token settings in key=value or YAML files",
     pattern=re.compile(
         rb"(?i)^(\s*[A-Za-z0-9_.\-]{0,60}(?:password|passwd|psk|secret|token)[A-Za-z0-9_.\-]{0,60}"
-        rb"\s*[:=]\s*)(?!\[REDACTED\])(\S[^\r\n]*)"
+        rb"\s*[:=]\s*)(?!\[REDACTED\])(?!(?:y|n|yes|no|true|false|none)\s*$)(\S[^\r\n]*)"
     ),
     replacement=lambda match: match.group(1) + MARKER,
 )
@@ -181,7 +182,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     CONFIG_SECRET_LINE,
 )
 
-_BASE64_LINE = re.compile(rb"^[A-Za-z0-9+/=\s]*$")
+_BASE64_LINE = re.compile(rb"^\s*[A-Za-z0-9+/=]*\s*$")
 
 
 def _json_value_end(data: bytes, state: list[int]) -> Optional[int]:
@@ -231,6 +232,7 @@ class Redactor:
         self._holding = starts_mid_stream
         self._held: list[bytes] = []
         self._held_bytes = 0
+        self._held_overflow = False
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
@@ -259,11 +261,17 @@ class Redactor:
                 out.append(self._line(line))
         return b"".join(out)
 
-    def finish(self) -> bytes:
-        """Flush the last line (no newline) and anything held back."""
+    def finish(self, *, keep_partial_line: bool = True) -> bytes:
+        """Flush the last line (no newline) and anything held back.
+
+        `keep_partial_line=False` drops a last line cut by a size cap: a secret cut in half
+        would no longer match the rules that redact it.
+        """
         out: list[bytes] = []
         if self._overlong:
             out.append(self._finish_overlong())
+        elif self._partial and not keep_partial_line:
+            self._partial.clear()
         elif self._partial:
             line = bytes(self._partial)
             self._partial.clear()
@@ -283,8 +291,8 @@ class Redactor:
             events += [(m.start(), "begin", rule) for m in rule.begin.finditer(window)]
             events += [(m.start(), "end", None) for m in rule.end.finditer(window)]
         if events:
-            _, kind, rule = max(events, key=lambda event: event[0])
-            self._overlong_last = (kind, rule)
+            _, kind, last_rule = max(events, key=lambda event: event[0])
+            self._overlong_last = (kind, last_rule)
         self._overlong_tail = window[-_OVERLONG_OVERLAP:]
 
     def _finish_overlong(self) -> bytes:
@@ -294,9 +302,7 @@ class Redactor:
         self._overlong = False
         self._overlong_tail = b""
         self._overlong_last = None
-        self._holding = False
-        self._held.clear()
-        self._held_bytes = 0
+        self._stop_holding()
         self.counts[OVERLONG_RULE] += 1
         return MARKER[:-1] + f": line longer than {self.max_line_bytes} bytes]\n".encode()
 
@@ -311,22 +317,30 @@ class Redactor:
                    for m in [rule.end.search(line)] if m is not None]
         if closing:
             cut = min(closing, key=lambda match: match.start())
-            self._held.clear()
-            self._holding = False
+            self._stop_holding()
             self.counts[HOLDBACK_RULE] += 1
             return MARKER + self._redact_line(line[cut.end():])
-        if _BASE64_LINE.match(line) and self._held_bytes + len(line) <= _HOLDBACK_LIMIT_BYTES:
-            self._held.append(line)
-            self._held_bytes += len(line)
-            return b""
-        held = b"".join(self._held)
-        self._held.clear()
-        self._holding = False
         if _BASE64_LINE.match(line):
-            # A base64 run longer than any key we know: conservatively dropped.
+            if self._held_overflow:
+                return b""
+            if self._held_bytes + len(line) <= _HOLDBACK_LIMIT_BYTES:
+                self._held.append(line)
+                self._held_bytes += len(line)
+                return b""
+            # A base64 run longer than any key we know: dropped until it ends.
+            self._held_overflow = True
+            self._held.clear()
             self.counts[HOLDBACK_RULE] += 1
             return MARKER + b"\n"
+        held = b"".join(self._held)
+        self._stop_holding()
         return held + self._redact_line(line)
+
+    def _stop_holding(self) -> None:
+        self._holding = False
+        self._held_overflow = False
+        self._held.clear()
+        self._held_bytes = 0
 
     def _redact_line(self, line: bytes) -> bytes:
         out: list[bytes] = []
@@ -362,10 +376,10 @@ class Redactor:
         text = b"".join(out)
         if not text:
             return b""
-        for rule in self.substitutions:
-            text, count = self._substitute(rule, text)
+        for substitution in self.substitutions:
+            text, count = self._substitute(substitution, text)
             if count:
-                self.counts[rule.name] += count
+                self.counts[substitution.name] += count
         return text
 
     def _block_end(self, rule: BlockRule, data: bytes) -> Optional[tuple[int, int]]:
@@ -403,7 +417,9 @@ class Leak:
     offset: int  # byte offset in the member where the surviving secret starts
 
 
-def leak_patterns(rules: Sequence[Rule] = DEFAULT_RULES) -> tuple[tuple[str, re.Pattern[bytes]], ...]:
+def leak_patterns(
+    rules: Sequence[Rule] = DEFAULT_RULES,
+) -> tuple[tuple[str, re.Pattern[bytes]], ...]:
     return tuple((rule.name, rule.leak) for rule in rules if rule.leak is not None)
 
 

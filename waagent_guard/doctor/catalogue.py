@@ -70,15 +70,15 @@ CATALOGUE: tuple[CheckSpec, ...] = (
     ),
     CheckSpec(
         "WG-AGENT-005", "Agent versions known and not blacklisted", 2, "medium",
-        "Install the latest agent from the distribution (e.g. sudo apt-get install --only-upgrade "
-        "{package} or sudo dnf update {package}) and restart it: " + _RESTART + ". "
+        "Install the latest agent from the distribution (sudo {update_command}) and restart "
+        "it: " + _RESTART + ". "
         "A blacklisted auto-update version failed 3 times in 300 s; see its error.json under "
         "{lib_dir}.",
     ),
     CheckSpec(
         "WG-AGENT-006", "Agent auto-update enabled", 2, "low",
-        "Let the agent update itself: set AutoUpdate.UpdateToLatestVersion=y (and "
-        "AutoUpdate.Enabled=y) in {conf}, then " + _RESTART + "; or keep the distro package "
+        "Let the agent keep itself current: in {conf} write AutoUpdate.UpdateToLatestVersion=y "
+        "(and AutoUpdate.Enabled=y), then " + _RESTART + "; or keep the distro package "
         "current.",
     ),
     CheckSpec(

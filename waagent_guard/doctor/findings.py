@@ -129,3 +129,29 @@ def backup_ready(findings: Iterable[Finding]) -> bool:
         if finding.code == AGENT_RUNNING_CODE:
             agent_running = finding.status in (Status.OK, Status.WARN)
     return agent_running
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What a check function returns; the runner adds the catalogue's words and timing."""
+
+    status: Status
+    summary: str
+    evidence: Evidence = field(default_factory=dict)
+    values: Mapping[str, str] = field(default_factory=dict)  # extra remedy template fields
+
+
+def ok(summary: str, evidence: Evidence | None = None) -> CheckResult:
+    return CheckResult(Status.OK, summary, evidence or {})
+
+
+def warn(summary: str, evidence: Evidence | None = None, **values: str) -> CheckResult:
+    return CheckResult(Status.WARN, summary, evidence or {}, values)
+
+
+def fail(summary: str, evidence: Evidence | None = None, **values: str) -> CheckResult:
+    return CheckResult(Status.FAIL, summary, evidence or {}, values)
+
+
+def skipped(why: str, evidence: Evidence | None = None) -> CheckResult:
+    return CheckResult(Status.SKIPPED, why, evidence or {})

@@ -146,11 +146,17 @@ def parse_route_get(text: str) -> RouteFacts:
     return RouteFacts(device is not None, first, device)
 
 
+def _command_error(program: str, error: GuardError) -> str:
+    if "not found" in error.message:
+        return f"{program} is not installed"
+    return f"{program} failed: {error.message}"
+
+
 def gather_route(runner: CommandRunner, wireserver: str) -> RouteFacts:
     try:
         result = runner(["ip", "route", "get", wireserver], timeout=COMMAND_TIMEOUT_SECONDS)
     except GuardError as error:
-        return RouteFacts(False, f"ip route get failed: {error.message}")
+        return RouteFacts(False, _command_error("ip", error))
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip() or f"exit {result.returncode}"
         return RouteFacts(False, message)
@@ -193,8 +199,8 @@ def gather_firewall(runner: CommandRunner, wireserver: str) -> tuple[Optional[Fi
         try:
             result = runner(argv, timeout=COMMAND_TIMEOUT_SECONDS)
         except GuardError as error:
-            errors.append(error.message)
-            continue
+            errors.append(_command_error("iptables", error))
+            break
         if result.returncode != 0:
             errors.append((result.stderr or result.stdout).strip() or f"exit {result.returncode}")
             continue

@@ -33,6 +33,7 @@ class Outcome(str, Enum):
     OK = "ok"
     HTTP_ERROR = "http-error"  # reachable, answered a non-2xx status
     REFUSED = "refused"
+    RESET = "reset"  # the peer closed the connection without answering
     TIMEOUT = "timeout"
     NO_ROUTE = "no-route"
     BLOCKED = "blocked"  # a local firewall rule dropped the connect (EPERM/EACCES)
@@ -47,6 +48,7 @@ EXPLANATIONS = {
     Outcome.OK: "reachable",
     Outcome.HTTP_ERROR: "reachable, but answered an HTTP error status",
     Outcome.REFUSED: "connection refused: the host answered but nothing listens on the port",
+    Outcome.RESET: "connection reset: the peer (or a middlebox) dropped it without answering",
     Outcome.TIMEOUT: "timed out: packets are dropped on the way (NSG, firewall) or the host hangs",
     Outcome.NO_ROUTE: "no route to the host: check the routing table (ip route get)",
     Outcome.BLOCKED: "blocked by a local firewall rule (iptables/nftables OUTPUT)",
@@ -188,6 +190,8 @@ def _resolve(host: str, port: int, deadline: _Deadline) -> tuple[Any, ...]:
 def _classify(error: OSError) -> Outcome:
     if isinstance(error, ConnectionRefusedError):
         return Outcome.REFUSED
+    if isinstance(error, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return Outcome.RESET
     if isinstance(error, (TimeoutError, socket.timeout)):
         return Outcome.TIMEOUT
     if isinstance(error, socket.gaierror):

@@ -1,0 +1,190 @@
+"""The real daemon process against a demo guest and its simulated agent."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Callable
+
+from tests.integration.guard_harness import Daemon, Guest, wait_for
+
+MakeGuest = Callable[..., Guest]
+MakeDaemon = Callable[..., Daemon]
+
+
+def ready_daemon(make_guest: MakeGuest, make_daemon: MakeDaemon, *args: str,
+                 extra: dict[str, dict[str, object]] | None = None) -> tuple[Guest, Daemon]:
+    guest = make_guest(*args, extra=extra)
+    assert guest.run_tool("start", *args) == 0
+    wait_for(guest.agent_pid, what="the simulated agent's pidfile")
+    daemon = make_daemon(guest)
+    daemon.wait_notify("READY=1")
+    return guest, daemon
+
+
+def test_ready_is_sent_after_the_metrics_port_is_bound(make_guest: MakeGuest,
+                                                      make_daemon: MakeDaemon) -> None:
+    guest, daemon = ready_daemon(make_guest, make_daemon)
+    ready = daemon.wait_notify("READY=1")
+    assert any(line.startswith("STATUS=agent healthy") for line in ready.split("\n"))
+    samples = daemon.scrape()  # bound before READY: this must not fail
+    assert samples["waagent_up"] == 1.0
+    assert samples['waagent_info{daemon_version="2.7.3.0",goal_state_version="2.15.0.1",unit="command"}'] == 1.0  # noqa: E501
+    assert samples['waagent_guard_restarts_total{reason="process_gone"}'] == 0.0
+    assert samples["waagent_vmsnapshot_version_ok"] == 1.0
+
+
+def test_watchdog_pings_come_from_the_loop(make_guest: MakeGuest, make_daemon: MakeDaemon) -> None:
+    _guest, daemon = ready_daemon(make_guest, make_daemon)
+    daemon.wait_notify("WATCHDOG=1", timeout=5)
+
+
+def test_kill_9_of_the_agent_is_restarted_and_counted(make_guest: MakeGuest,
+                                                     make_daemon: MakeDaemon) -> None:
+    guest, daemon = ready_daemon(make_guest, make_daemon)
+    first = guest.agent_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: (pid := guest.agent_pid()) and pid != first and pid,
+                      what="a new agent pid")
+    assert second != first
+    wait_for(lambda: daemon.metric('waagent_guard_restarts_total{reason="stale_pidfile"}') == 1.0
+             or daemon.metric('waagent_guard_restarts_total{reason="process_gone"}') == 1.0,
+             what="the restart to be counted")
+    wait_for(lambda: daemon.metric("waagent_up") == 1.0, what="waagent_up 1")
+    assert "removing stale pidfile" in daemon.output() or "process_gone" in daemon.output()
+
+
+def test_stale_pidfile_naming_another_process_is_removed_then_the_agent_started(
+    make_guest: MakeGuest, make_daemon: MakeDaemon
+) -> None:
+    guest = make_guest()
+    # The pidfile names a live process that is not the agent (this test runner):
+    # the real agent would log "Daemon is already running" and exit 0 forever.
+    (guest.root / "var/run/waagent.pid").write_text(str(os.getpid()))
+    daemon = make_daemon(guest)
+    daemon.wait_notify("READY=1")
+    pid = wait_for(guest.agent_pid, what="the agent to be started")
+    assert pid != os.getpid()
+    wait_for(lambda: daemon.metric('waagent_guard_restarts_total{reason="stale_pidfile"}') == 1.0,
+             what="stale_pidfile counted")
+    assert "not the agent" in daemon.output()
+
+
+def test_crash_loop_backs_off_then_gives_up_loudly(make_guest: MakeGuest,
+                                                 make_daemon: MakeDaemon) -> None:
+    budget: dict[str, dict[str, object]] = {"restart": {
+        "max_restarts": 2, "window_seconds": 600, "backoff_initial_seconds": 0.2,
+        "backoff_max_seconds": 1.0, "grace_seconds": 0.2, "healthy_reset_seconds": 1,
+    }}
+    guest, daemon = ready_daemon(make_guest, make_daemon, "--crash-after", "0.5", extra=budget)
+    wait_for(lambda: daemon.metric("waagent_guard_restart_gave_up") == 1.0, timeout=40,
+             what="the guard to give up")
+    samples = daemon.scrape()
+    restarts = sum(v for k, v in samples.items() if k.startswith("waagent_guard_restarts_total"))
+    assert restarts == 2  # the budget, not one more
+    assert samples['waagent_guard_decisions_total{action="give_up"}'] >= 1
+    assert "give_up" in daemon.output()
+    assert any("GAVE UP" in message for message in daemon.drain())
+    # Someone fixes the agent (clears the crashed run's pidfile, starts it without the
+    # crash): once it has run for healthy_reset_seconds the guard recovers.
+    (guest.root / "var/run/waagent.pid").unlink(missing_ok=True)
+    assert guest.run_tool("start") == 0
+    wait_for(lambda: daemon.metric("waagent_guard_restart_gave_up") == 0.0, timeout=20,
+             what="the give-up to clear after stability")
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one(make_guest: MakeGuest,
+                                                      make_daemon: MakeDaemon) -> None:
+    guest, daemon = ready_daemon(make_guest, make_daemon)
+    good = guest.config.read_text()
+    guest.config.write_text(good.replace("grace_seconds = 1.0", "grace_seconds = -1.0"))
+    with daemon._lock:
+        daemon.messages.clear()
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_notify("RELOADING=1")
+    ready = daemon.wait_notify("READY=1")
+    assert "old config kept" in ready
+    assert "restart.grace_seconds" in daemon.output()
+    assert daemon.metric("waagent_up") == 1.0
+    guest.config.write_text(good)
+
+
+def test_sigterm_stops_cleanly_and_removes_the_control_socket(make_guest: MakeGuest,
+                                                            make_daemon: MakeDaemon) -> None:
+    guest, daemon = ready_daemon(make_guest, make_daemon)
+    control = guest.root / "run/waagent-guard/control.sock"
+    assert control.exists()
+    assert control.stat().st_mode & 0o777 == 0o600
+    assert daemon.stop() == 0
+    assert any("STOPPING=1" in message.split("\n") for message in daemon.messages)
+    assert not control.exists()
+
+
+def test_verbose_lease_reverts_at_expiry(make_guest: MakeGuest, make_daemon: MakeDaemon) -> None:
+    from waagent_guard.cli import main
+
+    guest, daemon = ready_daemon(make_guest, make_daemon)
+    before = guest.conf_text()
+    first = guest.agent_pid()
+    assert main(["verbose", "on", "--for", "2s", "--reason", "ticket 42", "--root",
+                 str(guest.root)]) == 0
+    assert "Logs.Verbose=y" in guest.conf_text()
+    wait_for(lambda: guest.agent_pid() not in (None, first), what="the agent restarted")
+    assert daemon.metric('waagent_guard_restarts_total{reason="manual"}') == 1.0
+    wait_for(lambda: guest.conf_text() == before, timeout=20, what="the lease to revert")
+
+
+def test_verbose_lease_survives_a_guard_restart(make_guest: MakeGuest,
+                                               make_daemon: MakeDaemon) -> None:
+    from waagent_guard.cli import main
+
+    guest, daemon = ready_daemon(make_guest, make_daemon)
+    before = guest.conf_text()
+    assert main(["verbose", "on", "--for", "3s", "--no-restart", "--root", str(guest.root)]) == 0
+    assert daemon.stop() == 0
+    assert "Logs.Verbose=y" in guest.conf_text()
+    state = Path(guest.root / "var/lib/waagent-guard/state.json").read_text()
+    assert '"verbose_lease"' in state and "expires_at" in state
+    second = make_daemon(guest)
+    second.wait_notify("READY=1")
+    wait_for(lambda: guest.conf_text() == before, timeout=20, what="the lease to revert")
+
+
+def test_verbose_without_a_daemon_edits_directly_and_warns(make_guest: MakeGuest, capsys) -> None:  # noqa: ANN001
+    from waagent_guard.cli import main
+
+    guest = make_guest()
+    assert main(["verbose", "on", "--for", "1h", "--no-restart", "--root", str(guest.root)]) == 0
+    assert "nothing reverts" in capsys.readouterr().err
+    assert "Logs.Verbose=y" in guest.conf_text()
+    assert main(["verbose", "status", "--root", str(guest.root)]) == 0
+    assert "lease: until" in capsys.readouterr().out
+    assert main(["verbose", "off", "--no-restart", "--root", str(guest.root)]) == 0
+    assert "Logs.Verbose=y" not in guest.conf_text()
+
+
+def test_no_fd_or_thread_growth_after_a_thousand_events(make_guest: MakeGuest,
+                                                        make_daemon: MakeDaemon) -> None:
+    guest, daemon = ready_daemon(make_guest, make_daemon)
+    pid = daemon.process.pid
+    log = guest.root / "var/log/waagent.log"
+
+    def counts() -> tuple[int, int]:
+        return (len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task")))
+
+    daemon.scrape()
+    baseline = counts()
+    with open(log, "a") as handle:
+        for number in range(1000):
+            handle.write(f"2026-11-26T05:00:00.000000Z INFO ExtHandler ExtHandler event {number}\n")
+            handle.flush()
+            if number % 100 == 0:
+                (guest.root / "etc/waagent.conf").touch()
+    wait_for(lambda: (daemon.metric('waagent_log_records_total{level="INFO"}') or 0) >= 1000,
+             what="the events to be read")
+    daemon.scrape()
+    after = counts()
+    assert after[0] <= baseline[0] + 2, (baseline, after)
+    assert after[1] <= baseline[1] + 2, (baseline, after)

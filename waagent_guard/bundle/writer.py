@@ -1,0 +1,193 @@
+"""Writing a bundle: plan entries streamed into tar, MANIFEST.json, verify, then publish.
+
+The archive is written under a temporary name (mode 0600) in the destination's
+directory, member by member from bounded spools, with the must-haves first and
+a running total against the total cap. MANIFEST.json is the last member. Then
+`archive.verify_archive` re-reads it and deletes it if a secret survived; only
+a verified archive is renamed into place or streamed to stdout. Any failure to
+write (a full disk) removes the temporary file and raises `WriteError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import tarfile
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Optional
+
+from waagent_guard.bundle.archive import MANIFEST_NAME, verify_archive
+from waagent_guard.bundle.plan import Plan, Skipped
+from waagent_guard.bundle.redact import DEFAULT_MAX_LINE_BYTES, DEFAULT_RULES, Rule
+from waagent_guard.bundle.sources import (
+    CommandRunner,
+    MemberSink,
+    Opener,
+    SourceReader,
+    open_regular,
+    run_command,
+)
+from waagent_guard.errors import WriteError
+from waagent_guard.fsutil import fsync_directory
+from waagent_guard.sysroot import Sysroot
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "waagent-guard-bundle/1"
+MIN_MEMBER_BUDGET = 4096
+TOTAL_CAP_REASON = "total size cap reached (--max-total-size / bundle.max_total_bytes)"
+_COPY_CHUNK = 1024 * 1024
+
+
+@dataclass
+class BundleResult:
+    path: Optional[Path]  # None when streamed to stdout
+    manifest: dict[str, Any]
+    archive_bytes: int
+
+
+@dataclass
+class BundleWriter:
+    """Everything outside the plan that writing touches, injected (tests pass their own)."""
+
+    sysroot: Sysroot
+    rules: Sequence[Rule] = DEFAULT_RULES
+    leak_rules: Sequence[Rule] = DEFAULT_RULES  # the verification always uses every rule
+    runner: CommandRunner = run_command
+    opener: Opener = open_regular
+    progress: Optional[Callable[[str], None]] = None
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    never_collect: Optional[tuple[str, ...]] = None
+    header: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, plan: Plan, *, top: str, work_dir: Path, max_total_bytes: int,
+              compression: str = "gz", destination: Optional[Path] = None,
+              stream: Optional[BinaryIO] = None) -> BundleResult:
+        """Write, verify, then rename to `destination` or copy to `stream` (exactly one)."""
+        if (destination is None) == (stream is None):
+            raise ValueError("pass exactly one of destination and stream")
+        label = destination or Path(work_dir) / f"{top}.tar.{compression}"
+        try:
+            fd, temp_name = tempfile.mkstemp(prefix=f".{top}.", suffix=".tmp", dir=work_dir)
+        except OSError as error:
+            raise WriteError(f"{label}: cannot create a file in {work_dir}: "
+                             f"{error.strerror}; pass -o FILE in a writable directory") from error
+        temp = Path(temp_name)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as raw:
+                manifest = self._write_tar(raw, plan, top, work_dir, max_total_bytes, compression)
+                raw.flush()
+                os.fsync(raw.fileno())
+            expected = [member["name"] for member in manifest["members"]]
+            expected.append(f"{top}/{MANIFEST_NAME}")
+            verify_archive(temp, expected, self.leak_rules)
+            size = temp.stat().st_size
+            if stream is not None:
+                with open(temp, "rb") as verified:
+                    while chunk := verified.read(_COPY_CHUNK):
+                        stream.write(chunk)
+                stream.flush()
+                temp.unlink()
+                return BundleResult(None, manifest, size)
+            assert destination is not None
+            os.replace(temp, destination)
+            fsync_directory(destination.parent)
+            return BundleResult(destination, manifest, size)
+        except OSError as error:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            reason = "disk full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+            raise WriteError(f"{label}: write failed ({reason}); "
+                             "no bundle was left behind") from error
+        except WriteError as error:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise WriteError(f"{label}: write failed ({error.message}); "
+                             "no bundle was left behind") from error
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+
+    def _write_tar(self, raw: BinaryIO, plan: Plan, top: str, work_dir: Path,
+                   max_total_bytes: int, compression: str) -> dict[str, Any]:
+        reader = SourceReader(self.sysroot, Path(work_dir), self.rules, self.opener, self.runner,
+                              self.max_line_bytes)
+        if self.never_collect is not None:
+            reader.never_collect = self.never_collect
+        members: list[dict[str, Any]] = []
+        skipped: list[Skipped] = list(plan.skipped)
+        totals: Counter[str] = Counter()
+        written = 0
+        mode = "w:xz" if compression == "xz" else "w:gz"
+        with tarfile.open(fileobj=raw, mode=mode, format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
+            count = len(plan.entries)
+            for index, entry in enumerate(plan.entries, start=1):
+                self._report(f"bundle: {index}/{count} {entry.member}")
+                budget = max_total_bytes - written
+                if budget < MIN_MEMBER_BUDGET:
+                    source = getattr(entry, "source", None) or entry.member
+                    skipped.append(Skipped(str(source), TOTAL_CAP_REASON, entry.item))
+                    continue
+                cap = min(getattr(entry, "max_bytes", budget), budget)
+                for result in reader.read(entry, cap):
+                    if isinstance(result, Skipped):
+                        skipped.append(result)
+                        continue
+                    try:
+                        if written + result.sink.size > max_total_bytes:
+                            skipped.append(Skipped(result.source, TOTAL_CAP_REASON, entry.item))
+                            continue
+                        name = f"{top}/{result.member}"
+                        self._add(archive, name, result.sink, result.mtime)
+                    finally:
+                        result.sink.close()
+                    written += result.sink.size
+                    totals.update(result.redactions)
+                    members.append({
+                        "name": name, "source": result.source, "kind": result.kind,
+                        "size": result.sink.size, "sha256": result.sink.digest.hexdigest(),
+                        "truncated": result.truncated,
+                        "redactions": dict(sorted(result.redactions.items())),
+                        "notes": result.notes,
+                    })
+            manifest = {
+                "format": MANIFEST_FORMAT, **self.header, "top": top,
+                "total_bytes": written, "max_total_bytes": max_total_bytes,
+                "redactions": dict(sorted(totals.items())),
+                "members": members,
+                "skipped": [{"source": item.source, "reason": item.reason, "item": item.item}
+                            for item in skipped],
+            }
+            data = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
+            sink = MemberSink(Path(work_dir))
+            try:
+                sink.write(data)
+                self._add(archive, f"{top}/{MANIFEST_NAME}", sink, None)
+            finally:
+                sink.close()
+        self._report("")
+        return manifest
+
+    @staticmethod
+    def _add(archive: tarfile.TarFile, name: str, sink: MemberSink, mtime: Optional[float]) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = sink.size
+        info.mode = 0o600
+        info.mtime = int(mtime if mtime is not None else time.time())
+        info.uname = info.gname = "root"
+        sink.file.seek(0)
+        archive.addfile(info, sink.file)
+
+    def _report(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)

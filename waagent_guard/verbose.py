@@ -1,0 +1,110 @@
+"""The verbose lease inside the daemon: control requests and expiry.
+
+`lease.py` holds the pure-ish lease operations (edit one line, durable state);
+this module is the daemon's side: it answers `verbose_*` and `status` requests
+from the control socket, restarts the agent when Logs.Verbose changed (a
+"manual" restart, counted against the budget), and reverts the lease when it
+expires, also after the guard's own restart or a reboot (the lease is on disk).
+"""
+
+from __future__ import annotations
+
+import logging
+import pwd
+from typing import TYPE_CHECKING, Any, Optional
+
+from waagent_guard.errors import GuardError, UsageError
+from waagent_guard.lease import begin_lease, end_lease, expired, lease_summary
+from waagent_guard.policy import record_restart
+
+if TYPE_CHECKING:
+    from waagent_guard.control import PeerCredentials
+    from waagent_guard.daemon import Guard
+
+log = logging.getLogger(__name__)
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def restart_agent_manually(guard: Guard, why: str) -> Optional[str]:
+    """Restart the agent so a conf change takes effect; returns an error text or None."""
+    try:
+        guard.manager.restart()
+    except GuardError as error:
+        log.error("restart after %s failed: %s", why, error)
+        return str(error)
+    guard.restarts_by_reason["manual"] = guard.restarts_by_reason.get("manual", 0) + 1
+    guard.save_policy_state(record_restart(guard.policy_state, guard.clock()))
+    return None
+
+
+def expire_if_due(guard: Guard) -> None:
+    """Revert an expired lease (called on every reconciliation)."""
+    if not expired(guard.state, guard.clock()):
+        return
+    conf_path = guard.conf_path
+    state, changed = end_lease(conf_path, guard.state, at_expiry=True)
+    guard.set_state(state)
+    if changed and guard.observation is not None and guard.observation.daemon is not None:
+        restart_agent_manually(guard, "the verbose lease expired")
+
+
+def _duration(guard: Guard, request: dict[str, Any]) -> float:
+    settings = guard.settings.verbose
+    raw = request.get("duration")
+    duration = float(settings.default_duration_seconds if raw is None else raw)
+    if duration <= 0 or duration > settings.max_duration_seconds:
+        raise UsageError(
+            f"--for: {duration:g}s is outside 1s..{settings.max_duration_seconds}s "
+            "(verbose.max_duration_seconds)"
+        )
+    return duration
+
+
+def handle_request(guard: Guard, request: dict[str, Any], peer: PeerCredentials) -> dict[str, Any]:
+    """Answer one control request (runs in the loop thread: no locking needed)."""
+    op = request.get("op")
+    who = f"{user_name(peer.uid)} (uid {peer.uid}, pid {peer.pid})"
+    restart = bool(request.get("restart", True))
+    if op == "verbose_on":
+        state, changed = begin_lease(
+            guard.conf_path,
+            guard.state,
+            guard.clock(),
+            _duration(guard, request),
+            str(request.get("reason", ""))[:500],
+            who,
+            state_path=guard.state_path,
+        )
+        guard.set_state(state)
+        return _answer(guard, changed, restart, "verbose on")
+    if op == "verbose_off":
+        state, changed = end_lease(guard.conf_path, guard.state)
+        guard.set_state(state)
+        return _answer(guard, changed, restart, "verbose off")
+    if op == "verbose_status":
+        return {"ok": True, "lease": lease_summary(guard.state_path)}
+    if op == "status":
+        return {"ok": True, "status": guard.status_line()}
+    return {"ok": False, "error": f"unknown request {op!r}"}
+
+
+def _answer(guard: Guard, changed: bool, restart: bool, why: str) -> dict[str, Any]:
+    restarted = False
+    error = None
+    if changed and restart:
+        error = restart_agent_manually(guard, why)
+        restarted = error is None
+    guard.reconcile(why)
+    return {
+        "ok": error is None,
+        "error": error,
+        "changed": changed,
+        "restarted": restarted,
+        "lease": lease_summary(guard.state_path),
+    }
