@@ -84,6 +84,7 @@ class Guard:
         self.tailer: Optional[LogTailer] = None
         self.parser: Optional[RecordParser] = None
         self.control: Any = None
+        self.checks: Any = None
         self.http: Any = None
         self.next_tick = 0.0
         self.next_policy_wake: Optional[float] = None
@@ -104,6 +105,7 @@ class Guard:
         self.loop.install_signal_handlers()
         self._start_control()
         self._start_metrics()
+        self._start_checks()
         observation = self._observe()
         lib_dir = self.sysroot.path(observation.config.lib_dir)
         self.watch_problems = self.loop.watch_directories(
@@ -170,9 +172,24 @@ class Guard:
         return f"{scheme}://{host}:{port}/metrics"
 
     def _check_codes(self) -> list[str]:
-        return []
+        from waagent_guard.doctor.runner import check_codes
+
+        return list(check_codes())
+
+    def _start_checks(self) -> None:
+        from waagent_guard.checker import CheckWorker
+        from waagent_guard.doctor.runner import DoctorRunner
+
+        runner = DoctorRunner(self.sysroot, self.settings, clock=self.clock)
+        self.checks = CheckWorker(
+            runner, poke=self.loop.poke, manager=self.manager, proc_root=self.sysroot.proc
+        )
+        self.checks.start()
 
     def close(self) -> None:
+        if self.checks is not None:
+            self.checks.close()
+            self.checks = None
         if self.http is not None:
             self.http.shutdown()
             self.http.server_close()
@@ -253,6 +270,8 @@ class Guard:
         lease_due = self.lease_expiry is not None and self.clock() >= self.lease_expiry
         if due or debounced or policy_due or lease_due:
             self.reconcile("tick" if due else "event")
+        elif self.checks is not None and self.checks.results()[0] is not self.published.checks:
+            self._publish()  # the doctor worker finished a run
 
     # -- reconciliation --
     def _consume_log(self) -> None:
@@ -280,6 +299,8 @@ class Guard:
         self.dirty_since = None
         self.next_tick = self.monotonic() + self.settings.daemon.tick_seconds
         observation = self._observe()
+        if self.checks is not None and why == "tick":
+            self.checks.sample_pressure(observation.time)
         self._expire_lease()
         self._apply_policy(observation)
         self._publish()
@@ -322,7 +343,10 @@ class Guard:
         if observation is not None:
             with contextlib.suppress(OSError):
                 config_mtime = os.stat(observation.conf_path).st_mtime
+        checks, backup_ready = self.checks.results() if self.checks is not None else ((), None)
         self.published = MetricsInput(
+            checks=checks,
+            backup_ready=backup_ready,
             observation=observation,
             restarts_by_reason=dict(self.restarts_by_reason),
             gave_up=self.gave_up,

@@ -188,3 +188,16 @@ def test_no_fd_or_thread_growth_after_a_thousand_events(make_guest: MakeGuest,
     after = counts()
     assert after[0] <= baseline[0] + 2, (baseline, after)
     assert after[1] <= baseline[1] + 2, (baseline, after)
+
+
+def test_doctor_checks_are_exported_by_the_daemon(make_guest: MakeGuest,
+                                                 make_daemon: MakeDaemon) -> None:
+    _guest, daemon = ready_daemon(make_guest, make_daemon)
+    samples = wait_for(lambda: (s := daemon.scrape()).get("waagent_backup_ready") is not None and s,
+                       what="the first doctor run")
+    assert isinstance(samples, dict)
+    statuses = {k: v for k, v in samples.items() if k.startswith("waagent_guard_check_status")}
+    assert len(statuses) >= 20
+    assert set(statuses.values()) <= {0.0, 1.0, 2.0, 3.0}
+    assert any(k.startswith("waagent_guard_check_last_run_timestamp_seconds") and v > 0
+               for k, v in samples.items())

@@ -1,0 +1,93 @@
+"""The doctor inside the daemon: checks on a schedule, off the loop, and pressure per tick.
+
+Probes can take seconds, so the checks run in one worker thread; results are
+handed over as immutable samples and the loop is poked to publish them. CPU
+and memory use are sampled on every reconciliation tick (two /proc reads, no
+sleep) so "above 90 % for the whole window" is judged over the daemon's window.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from waagent_guard.doctor.pressure import CpuTimes, cpu_percent, parse_meminfo, parse_proc_stat
+from waagent_guard.doctor.runner import DoctorRunner
+from waagent_guard.metrics import CheckSample
+
+log = logging.getLogger(__name__)
+
+
+class CheckWorker:
+    def __init__(
+        self,
+        runner: DoctorRunner,
+        *,
+        poke: Callable[[], None],
+        manager: Any = None,
+        proc_root: Path = Path("/proc"),
+    ) -> None:
+        self._runner = runner
+        self._poke = poke
+        self._manager = manager
+        self._proc_root = proc_root
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._samples: tuple[CheckSample, ...] = ()
+        self._backup_ready: Optional[bool] = None
+        self._last_cpu: Optional[CpuTimes] = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="doctor", daemon=True)
+        self._thread.start()
+
+    def run_now(self) -> None:
+        self._wake.set()
+
+    def _work(self) -> None:
+        interval = float(self._runner.settings.doctor.interval_seconds)
+        while not self._stop.is_set():
+            try:
+                with self._lock:
+                    findings = self._runner.run(manager=self._manager)
+                samples = tuple(
+                    CheckSample(f.code, f.status.value, f.duration_seconds, f.checked_at)
+                    for f in findings
+                )
+                with self._lock:
+                    self._samples = samples
+                    self._backup_ready = self._runner.backup_ready
+                self._poke()
+            except Exception:  # a broken run must not end the schedule
+                log.exception("doctor run failed; trying again at the next interval")
+            self._wake.wait(interval)
+            self._wake.clear()
+
+    def results(self) -> tuple[tuple[CheckSample, ...], Optional[bool]]:
+        with self._lock:
+            return self._samples, self._backup_ready
+
+    def sample_pressure(self, now: float) -> None:
+        """Feed one tick's CPU (since the previous tick) and memory use to the windows."""
+        try:
+            stat = parse_proc_stat((self._proc_root / "stat").read_text("ascii", "replace"))
+            memory = parse_meminfo((self._proc_root / "meminfo").read_text("ascii", "replace"))
+        except OSError:
+            return
+        cpu = None
+        if stat is not None and self._last_cpu is not None:
+            cpu = cpu_percent(self._last_cpu, stat)
+        self._last_cpu = stat
+        with self._lock:
+            self._runner.observe_pressure(now, cpu, memory.used_percent if memory else None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
