@@ -29,6 +29,7 @@ from waagent_guard.agent.process import (
     check_pidfile,
     find_agent_processes,
 )
+from waagent_guard.errors import GuardError
 from waagent_guard.sysroot import VMSNAPSHOT_FREEZE_LOCK, VMSNAPSHOT_NAME, Sysroot
 
 if TYPE_CHECKING:
@@ -228,7 +229,13 @@ def observe(
     processes = _processes_of(sysroot)
     pidfile = check_pidfile(sysroot.path(config.pid_file), sysroot.proc)
     log_path = sysroot.path(settings.agent.log_path)
-    signals = log_signals if log_signals is not None else read_log_signals(log_path, sysroot)
+    signals = log_signals
+    if signals is None:
+        try:
+            signals = read_log_signals(log_path, sysroot)
+        except GuardError as error:  # unreadable or not a file: say so, show the rest
+            log.debug("log not read: %s", error)
+            signals = LogSignals()
     unit = None
     unit_error = None
     if manager is not None:

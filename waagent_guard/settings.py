@@ -116,8 +116,8 @@ class DoctorSettings(Section):
     )
     timeout_seconds: float = Field(3.0, gt=0, le=4.5, description="per-probe timeout")
     wireserver: str = Field("168.63.129.16", description="WireServer address")
-    wireserver_port: int = Field(80, ge=1, le=65535)
-    hostgaplugin_port: int = Field(32526, ge=1, le=65535)
+    wireserver_port: int = Field(80, ge=1, le=65535, description="WireServer HTTP port")
+    hostgaplugin_port: int = Field(32526, ge=1, le=65535, description="HostGAPlugin port")
     imds_url: str = Field(
         "http://169.254.169.254/metadata/instance?api-version=2021-02-01",
         description="IMDS probe URL",
@@ -125,22 +125,24 @@ class DoctorSettings(Section):
     storage_host: Optional[str] = Field(
         None, description="storage host to probe (default: from VMSnapshot settings)"
     )
-    storage_port: int = Field(443, ge=1, le=65535)
-    cpu_threshold_percent: float = Field(90.0, gt=0, le=100)
-    memory_threshold_percent: float = Field(90.0, gt=0, le=100)
+    storage_port: int = Field(443, ge=1, le=65535, description="storage host port")
+    cpu_threshold_percent: float = Field(90.0, gt=0, le=100, description="CPU pressure limit")
+    memory_threshold_percent: float = Field(90.0, gt=0, le=100, description="memory pressure limit")
     sustained_seconds: int = Field(600, gt=0, description="window for sustained pressure")
     min_free_bytes: int = Field(256 * 1024 * 1024, ge=0, description="free space floor")
 
 
 class BundleSettings(Section):
-    output_dir: str = Field("/var/lib/waagent-guard/bundles")
+    output_dir: str = Field("/var/lib/waagent-guard/bundles", description="where bundles go")
     max_file_bytes: int = Field(30 * 1024 * 1024, gt=0, description="per-file cap (tail kept)")
     max_total_bytes: int = Field(150 * 1024 * 1024, gt=0, description="total uncompressed cap")
     history_entries: int = Field(5, ge=0, description="newest history/ entries to include")
 
 
 class LoggingSettings(Section):
-    level: Literal["debug", "info", "warning", "error"] = Field("info")
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="daemon log level"
+    )
 
 
 class Settings(Section):

@@ -25,7 +25,7 @@ def ready_daemon(make_guest: MakeGuest, make_daemon: MakeDaemon, *args: str,
 
 def test_ready_is_sent_after_the_metrics_port_is_bound(make_guest: MakeGuest,
                                                       make_daemon: MakeDaemon) -> None:
-    guest, daemon = ready_daemon(make_guest, make_daemon)
+    _guest, daemon = ready_daemon(make_guest, make_daemon)
     ready = daemon.wait_notify("READY=1")
     assert any(line.startswith("STATUS=agent healthy") for line in ready.split("\n"))
     samples = daemon.scrape()  # bound before READY: this must not fail
@@ -152,7 +152,7 @@ def test_verbose_lease_survives_a_guard_restart(make_guest: MakeGuest,
     wait_for(lambda: guest.conf_text() == before, timeout=20, what="the lease to revert")
 
 
-def test_verbose_without_a_daemon_edits_directly_and_warns(make_guest: MakeGuest, capsys) -> None:  # noqa: ANN001
+def test_verbose_without_a_daemon_edits_directly_and_warns(make_guest: MakeGuest, capsys) -> None:
     from waagent_guard.cli import main
 
     guest = make_guest()

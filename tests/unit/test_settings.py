@@ -19,7 +19,7 @@ def test_missing_file_gives_documented_defaults(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_an_error_when_required(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="absent.toml: no such file"):
+    with pytest.raises(ConfigError, match=r"absent\.toml: no such file"):
         load_settings(tmp_path / "absent.toml", required=True)
 
 
@@ -69,7 +69,7 @@ def test_invalid_toml_names_the_file() -> None:
 
 
 def test_bad_min_version_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="vmsnapshot.min_version: must be a dotted version"):
+    with pytest.raises(ConfigError, match=r"vmsnapshot\.min_version: must be a dotted version"):
         parse_settings('[vmsnapshot]\nmin_version = "latest"\n')
 
 
@@ -86,7 +86,9 @@ def test_directory_instead_of_file_is_reported(tmp_path: Path) -> None:
 
 
 def test_rendered_settings_parse_back_to_the_same_settings() -> None:
-    original = parse_settings('[restart]\nmax_restarts = 7\n[agent.command]\nstart = ["a", "b c"]\n')
+    original = parse_settings(
+        '[restart]\nmax_restarts = 7\n[agent.command]\nstart = ["a", "b c"]\n'
+    )
     text = render_settings(original)
     assert "[agent.command]" in text
     assert parse_settings(text) == original
