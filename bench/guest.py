@@ -100,7 +100,7 @@ def running_guard(
     )
     log = (workdir / "guard.log").open("wb")
     guard = subprocess.Popen(
-        [str(GUARD), "--root", str(guest), "run"],
+        [str(GUARD), "run", "--root", str(guest), "--config", str(config)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,

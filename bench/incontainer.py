@@ -88,11 +88,14 @@ def proc_sample(args: argparse.Namespace) -> dict[str, object]:
     ticks = os.sysconf("SC_CLK_TCK")
     result: dict[str, object] = {}
     for unit in args.units:
-        procs = Path(f"/sys/fs/cgroup/system.slice/{unit}/cgroup.procs")
+        group = subprocess.run(
+            ["systemctl", "show", unit, "-p", "ControlGroup", "--value"],
+            capture_output=True, text=True, timeout=10, env=ENV, check=False,
+        ).stdout.strip()  # fmt: skip
         entries = []
         try:
-            pids = [int(p) for p in procs.read_text().split()]
-        except OSError:
+            pids = [int(p) for p in Path(f"/sys/fs/cgroup{group}/cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
             pids = []
         for pid in pids:
             try:

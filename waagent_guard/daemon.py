@@ -10,9 +10,7 @@ decision state and publishes an immutable snapshot for scrapes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -339,10 +337,6 @@ class Guard:
 
     def _publish(self) -> None:
         observation = self.observation
-        config_mtime = None
-        if observation is not None:
-            with contextlib.suppress(OSError):
-                config_mtime = os.stat(observation.conf_path).st_mtime
         checks, backup_ready = self.checks.results() if self.checks is not None else ((), None)
         self.published = MetricsInput(
             checks=checks,
@@ -351,7 +345,6 @@ class Guard:
             restarts_by_reason=dict(self.restarts_by_reason),
             gave_up=self.gave_up,
             lease_expiry=self.lease_expiry,
-            config_last_change=config_mtime,
             decisions_by_action=dict(self.decisions_by_action),
             last_reconcile=self.clock(),
         )

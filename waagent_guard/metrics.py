@@ -44,7 +44,6 @@ class MetricsInput:
     restarts_by_reason: Mapping[str, int] = field(default_factory=dict)
     gave_up: bool = False
     lease_expiry: Optional[float] = None
-    config_last_change: Optional[float] = None
     checks: Sequence[CheckSample] = ()
     backup_ready: Optional[bool] = None
     decisions_by_action: Mapping[str, int] = field(default_factory=dict)
@@ -109,13 +108,6 @@ def build_families(
             "waagent_verbose_lease_expiry_timestamp_seconds",
             "When the Logs.Verbose lease reverts (0: no lease)",
             data.lease_expiry or 0.0,
-        )
-    )
-    families.append(
-        _gauge(
-            "waagent_config_last_change_timestamp_seconds",
-            "Modification time of waagent.conf",
-            data.config_last_change,
         )
     )
     families.extend(_check_families(data, check_codes))
@@ -225,6 +217,11 @@ def _agent_families(
         "waagent_config_extensions_enabled",
         "Extensions.Enabled in waagent.conf",
         _bool(config.extensions_enabled),
+    )
+    yield _gauge(
+        "waagent_config_last_change_timestamp_seconds",
+        "Modification time of waagent.conf",
+        observation.conf_mtime,
     )
     yield _gauge(
         "waagent_config_autoupdate_enabled",

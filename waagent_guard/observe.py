@@ -63,6 +63,7 @@ class Observation:
     unit: Optional[UnitState] = None
     unit_error: Optional[str] = None
     freeze_lock_age: Optional[float] = None
+    conf_mtime: Optional[float] = None
     unreadable: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -179,6 +180,13 @@ def _freeze_lock_age(sysroot: Sysroot, now: float) -> Optional[float]:
         return None
 
 
+def _mtime(path: Path) -> Optional[float]:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
 def _unreadable(paths: list[Path], sysroot: Sysroot) -> tuple[str, ...]:
     missing = []
     for path in paths:
@@ -194,9 +202,11 @@ def _processes_of(sysroot: Sysroot) -> tuple[AgentProcess, ...]:
     link `<root>/proc` to the host's /proc and run a simulated agent from inside
     the tree: the filter keeps one guest's agent from being mistaken for another's.
     """
-    processes = find_agent_processes(sysroot.proc)
     if sysroot.is_host:
-        return processes
+        return find_agent_processes(sysroot.proc)
+    if not sysroot.proc.is_dir():
+        return ()  # an offline tree: no processes to look at
+    processes = find_agent_processes(sysroot.proc)
     prefix = str(sysroot.root.resolve()) + os.sep
     return tuple(
         process
@@ -261,5 +271,6 @@ def observe(
         unit=unit,
         unit_error=unit_error,
         freeze_lock_age=_freeze_lock_age(sysroot, now),
+        conf_mtime=_mtime(conf_path),
         unreadable=_unreadable([conf_path, log_path, lib_dir], sysroot),
     )
