@@ -123,3 +123,29 @@ def _check_as_nobody(top: Path) -> None:
     assert "could not read:" in result.stdout
     assert "/var/log/waagent.log: permission denied" in result.stdout
     assert "vmsnapshot   1.0.9220.0" in result.stdout  # what it could read is still shown
+
+
+def test_a_verbose_lease_shows_on_the_screen_and_in_json(tmp_path: Path) -> None:
+    root = lay_demo_guest(tmp_path / "guest")
+    err = io.StringIO()
+    code = main(["verbose", "on", "--for", "2h", "--reason", "case 7", "--no-restart",
+                 "--root", str(root)], stdout=io.StringIO(), stderr=err)
+    assert code == 0
+    assert "not running" in err.getvalue()
+    _code, text = status("--root", str(root))
+    assert "verbose      leased until" in text and "(case 7)" in text
+    assert "verbose on" in text
+    _code, document = status_json(root)
+    assert document["config"]["logs_verbose"] is True
+    assert document["verbose_lease"]["reason"] == "case 7"
+    assert document["verbose_lease"]["previous_value"] == "n"
+
+
+def test_status_output_survives_a_closed_pipe(tmp_path: Path) -> None:
+    root = lay_demo_guest(tmp_path / "guest")
+    result = subprocess.run(
+        f"{sys.executable} -m waagent_guard status --root {root} | head -1",
+        shell=True, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.stdout.startswith("waagent-guard status:")
+    assert "Traceback" not in result.stderr

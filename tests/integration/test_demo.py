@@ -1,0 +1,61 @@
+"""The README's main job: `waagent-guard demo` runs the guard against the demo guest."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from tests.integration.guard_harness import free_port, wait_for
+
+
+def test_demo_serves_metrics_and_stops_by_itself() -> None:
+    directory = Path(tempfile.mkdtemp(prefix="wg-demo-", dir="/tmp")) / "guest"
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "waagent_guard", "demo", "--dir", str(directory), "--port",
+         str(port), "--duration", "6s"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        def scrape() -> str:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    return str(r.read().decode())
+            except OSError:
+                return ""
+
+        text = wait_for(lambda: "waagent_up 1.0" in (t := scrape()) and t, what="the demo agent up")
+        assert 'waagent_info{daemon_version="2.7.3.0"' in str(text)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    assert f"metrics:    http://127.0.0.1:{port}/metrics" in output
+    assert f"status:     waagent-guard status --root {directory}" in output
+    assert "kill -9" in output
+    assert not (directory / "var/run/waagent.pid").exists()  # the demo stopped its agent
+
+
+def test_demo_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
+    (tmp_path / "something").write_text("x")
+    result = subprocess.run(
+        [sys.executable, "-m", "waagent_guard", "demo", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 64
+    assert "not empty" in result.stderr
+
+
+def test_demo_tool_reports_usage_and_agent_state(tmp_path: Path) -> None:
+    def tool(*argv: str) -> int:
+        return subprocess.run([sys.executable, "-m", "waagent_guard.democmd", *argv],
+                              capture_output=True, timeout=60, check=False).returncode
+
+    assert tool("bogus") == 64
+    assert tool("is-running", str(tmp_path)) == 3
+    assert tool("stop", str(tmp_path)) == 0
