@@ -201,3 +201,40 @@ def test_doctor_checks_are_exported_by_the_daemon(make_guest: MakeGuest,
     assert set(statuses.values()) <= {0.0, 1.0, 2.0, 3.0}
     assert any(k.startswith("waagent_guard_check_last_run_timestamp_seconds") and v > 0
                for k, v in samples.items())
+
+
+def test_metrics_over_tls_with_a_client_certificate(make_guest: MakeGuest,
+                                                   make_daemon: MakeDaemon,
+                                                   tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+    import urllib.request
+
+    def self_signed(name: str) -> tuple[Path, Path]:
+        key, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.crt"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-days", "1", "-subj", f"/CN={name}", "-addext",
+             "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True, timeout=60,
+        )
+        return key, cert
+
+    server_key, server_cert = self_signed("server")
+    client_key, client_cert = self_signed("client")
+    tls = {"metrics": {"tls_cert": str(server_cert), "tls_key": str(server_key),
+                       "tls_client_ca": str(client_cert)}}
+    guest, daemon = ready_daemon(make_guest, make_daemon, extra=tls)
+    url = f"https://127.0.0.1:{guest.port}/metrics"
+    context = ssl.create_default_context(cafile=str(server_cert))
+    context.load_cert_chain(str(client_cert), str(client_key))
+    with urllib.request.urlopen(url, context=context, timeout=5) as response:
+        assert b"waagent_up 1.0" in response.read()
+    anonymous = ssl.create_default_context(cafile=str(server_cert))
+    try:
+        with urllib.request.urlopen(url, context=anonymous, timeout=5) as response:
+            response.read()
+        refused = False
+    except (ssl.SSLError, OSError):
+        refused = True
+    assert refused, "a client without a certificate must be refused"
