@@ -10,7 +10,10 @@ decision state and publishes an immutable snapshot for scrapes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -87,6 +90,7 @@ class Guard:
         self.next_tick = 0.0
         self.next_policy_wake: Optional[float] = None
         self.dirty_since: Optional[float] = None
+        self.pending_paths: set[str] = set()
         self.stopping = False
         self.watch_problems: list[str] = []
         self.last_decision: Optional[tuple[str, str]] = None
@@ -241,9 +245,9 @@ class Guard:
 
     def _handle(self, wakeup: Wakeup) -> None:
         for signum in wakeup.signals:
-            if signum in (15, 2):
+            if signum in (signal.SIGTERM, signal.SIGINT):
                 self.stopping = True
-            elif signum == 1:
+            elif signum == signal.SIGHUP:
                 self.reload()
         if self.stopping:
             return
@@ -253,6 +257,7 @@ class Guard:
         now = self.monotonic()
         if wakeup.paths:
             self._consume_log()
+            self.pending_paths |= wakeup.paths
             if self.dirty_since is None:
                 self.dirty_since = now
         if wakeup.agent_exited:
@@ -266,8 +271,10 @@ class Guard:
         )
         policy_due = self.next_policy_wake is not None and now >= self.next_policy_wake
         lease_due = self.lease_expiry is not None and self.clock() >= self.lease_expiry
-        if due or debounced or policy_due or lease_due:
-            self.reconcile("tick" if due else "event")
+        if due or policy_due or lease_due:
+            self.reconcile("tick" if due else "timer")
+        elif debounced:
+            self._files_changed()
         elif self.checks is not None and self.checks.results()[0] is not self.published.checks:
             self._publish()  # the doctor worker finished a run
 
@@ -280,23 +287,47 @@ class Guard:
             for record in self.parser.feed(line):
                 self.signals.update(record)
 
-    def _observe(self) -> Observation:
+    def _files_changed(self) -> None:
+        """Debounced file events: cheap work only (the tick and pidfd cover the rest).
+
+        Log lines were already read as they came; a change elsewhere (waagent.conf,
+        Lib.Dir: extension status, history) re-reads the files, but does not ask
+        the service manager again: the agent's exit is seen through its pidfd.
+        """
+        paths, self.pending_paths = self.pending_paths, set()
+        self.dirty_since = None
+        log_dir = str(self.sysroot.path(self.settings.agent.log_path).parent)
+        if all(os.path.dirname(path) == log_dir for path in paths):
+            self._publish()
+            return
+        self.reconcile("files", ask_manager=False)
+
+    def _observe(self, *, ask_manager: bool = True) -> Observation:
         self._consume_log()
+        previous = self.observation
         observation = observe(
             self.sysroot,
             self.settings,
-            manager=self.manager,
+            manager=self.manager if ask_manager or previous is None else None,
             log_signals=self.signals,
             clock=self.clock,
         )
+        if not ask_manager and previous is not None:
+            observation = dataclasses.replace(
+                observation,
+                unit=previous.unit,
+                unit_name=previous.unit_name,
+                manager_name=previous.manager_name,
+                unit_error=previous.unit_error,
+            )
         self.observation = observation
         self.loop.watch_pid(observation.daemon.pid if observation.daemon else None)
         return observation
 
-    def reconcile(self, why: str) -> None:
-        self.dirty_since = None
-        self.next_tick = self.monotonic() + self.settings.daemon.tick_seconds
-        observation = self._observe()
+    def reconcile(self, why: str, *, ask_manager: bool = True) -> None:
+        if ask_manager:
+            self.next_tick = self.monotonic() + self.settings.daemon.tick_seconds
+        observation = self._observe(ask_manager=ask_manager)
         if self.checks is not None and why == "tick":
             self.checks.sample_pressure(observation.time)
         self._expire_lease()

@@ -8,7 +8,6 @@ when to look again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Optional
 
@@ -131,8 +130,18 @@ def _carry_out(guard: Guard, decision: Decision, observation: Observation) -> No
                     "not the agent" if observation.pidfile.state == "other" else "gone",
                     extra=decision_fields("stale_pidfile", decision.reason),
                 )
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     path.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as error:
+                    # Starting is still worth trying: a pidfile naming a dead PID does
+                    # not stop the agent; one naming a live process will be reported.
+                    log.error(
+                        "cannot remove %s: %s",
+                        observation.sysroot.host_path(path),
+                        error.strerror or error,
+                    )
             elif step == STEP_RESET_FAILED:
                 manager.reset_failed()
             elif step == STEP_START:
