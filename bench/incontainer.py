@@ -93,10 +93,15 @@ def proc_sample(args: argparse.Namespace) -> dict[str, object]:
             capture_output=True, text=True, timeout=10, env=ENV, check=False,
         ).stdout.strip()  # fmt: skip
         entries = []
-        try:
-            pids = [int(p) for p in Path(f"/sys/fs/cgroup{group}/cgroup.procs").read_text().split()]
-        except (OSError, ValueError):
-            pids = []
+        pids: list[int] = []
+        for mount in ("", "/unified", "/systemd"):  # unified, or hybrid (cgroup v1) hosts
+            try:
+                text = Path(f"/sys/fs/cgroup{mount}{group}/cgroup.procs").read_text()
+            except OSError:
+                continue
+            pids = [int(p) for p in text.split()]
+            if pids:
+                break
         for pid in pids:
             try:
                 status = Path(f"/proc/{pid}/status").read_text()

@@ -37,12 +37,19 @@ class Wakeup:
     readable: list[Any] = field(default_factory=list)
 
 
+# watchdog >= 2.3 reports opens and read-only closes (inotify IN_OPEN, IN_CLOSE_NOWRITE);
+# they change nothing on disk.
+READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})
+
+
 def _make_watch_handler(loop: EventLoop) -> Any:
     """A watchdog event handler that only enqueues (never decides)."""
     from watchdog.events import FileSystemEventHandler
 
     class WatchHandler(FileSystemEventHandler):  # type: ignore[misc]
         def dispatch(self, event: Any) -> None:
+            if getattr(event, "event_type", None) in READ_ONLY_EVENTS:
+                return  # our own reads would wake us again: a busy loop at the debounce rate
             for path in (getattr(event, "src_path", None), getattr(event, "dest_path", None)):
                 if path:
                     loop.post_path(os.fsdecode(path))
