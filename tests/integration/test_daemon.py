@@ -224,7 +224,7 @@ def test_metrics_over_tls_with_a_client_certificate(make_guest: MakeGuest,
     client_key, client_cert = self_signed("client")
     tls = {"metrics": {"tls_cert": str(server_cert), "tls_key": str(server_key),
                        "tls_client_ca": str(client_cert)}}
-    guest, daemon = ready_daemon(make_guest, make_daemon, extra=tls)
+    guest, _daemon = ready_daemon(make_guest, make_daemon, extra=tls)
     url = f"https://127.0.0.1:{guest.port}/metrics"
     context = ssl.create_default_context(cafile=str(server_cert))
     context.load_cert_chain(str(client_cert), str(client_key))
