@@ -57,3 +57,13 @@ rpm: wheelhouse
 # cached in /var/cache/waagent-guard-e2e) with the real agent and our .deb.
 e2e: venv
 	WG_E2E=$${WG_E2E:-required} $(PY) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)
+
+# --- Benchmarks against anchors (bench/README.md, docs/PERFORMANCE.md) ----------
+# `make bench`: the full report (root; ~30 minutes; writes bench/results/*.json).
+# `make bench-quick`: the smoke test CI runs (~2 minutes; never asserts timings).
+bench: venv
+	bench/setup.sh
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-quick: venv
+	$(PY) -m bench.run --quick $(BENCH_ARGS)

@@ -28,6 +28,18 @@ AGENT_UNIT = "walinuxagent.service"
 GUARD_UNIT = "waagent-guard.service"
 
 
+def _newest_source_mtime() -> float:
+    """What makes a built .deb stale (as tests/e2e/conftest.py decides)."""
+    newest = 0.0
+    for name in ("waagent_guard", "packaging", "systemd", "pyproject.toml"):
+        path = REPO / name
+        files = [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            if "__pycache__" not in file.parts:
+                newest = max(newest, file.stat().st_mtime)
+    return newest
+
+
 class Box:
     """A booted container (or why there is none); `.container` is a tests.e2e Container."""
 
@@ -79,10 +91,14 @@ class Box:
         self._install_guard()
 
     def _install_guard(self) -> None:
-        debs = sorted((REPO / "out/deb").glob("waagent-guard_*.deb"), key=lambda p: p.stat().st_mtime)
-        if not debs and not self.quick:
+        debs = sorted(
+            (REPO / "out/deb").glob("waagent-guard_*.deb"), key=lambda p: p.stat().st_mtime
+        )
+        if not self.quick and (not debs or debs[-1].stat().st_mtime < _newest_source_mtime()):
             subprocess.run(["make", "-C", str(REPO), "deb"], check=True, timeout=1200)
-            debs = sorted((REPO / "out/deb").glob("waagent-guard_*.deb"))
+            debs = sorted(
+                (REPO / "out/deb").glob("waagent-guard_*.deb"), key=lambda p: p.stat().st_mtime
+            )
         if not debs:
             logger.warning("no .deb in out/deb: the guard is not installed in the container")
             return

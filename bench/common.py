@@ -107,6 +107,10 @@ class Measured:
     max_rss_bytes: int
     cpu_seconds: float
     returncode: int
+    max_rss_exact: bool = True
+
+
+GNU_TIME = Path("/usr/bin/time")
 
 
 def run_measured(
@@ -114,38 +118,68 @@ def run_measured(
     *,
     timeout: float,
     env: Optional[Mapping[str, str]] = None,
-    stdout: Union[int, IO[Any], None] = subprocess.DEVNULL,
+    stdout: Union[int, IO[Any], None] = None,
     cwd: Optional[Path] = None,
 ) -> Measured:
-    """Run `argv` (no shell) and measure it alone through `os.wait4` (its own rusage)."""
-    start = time.perf_counter()
-    child = subprocess.Popen(
-        [str(a) for a in argv],
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=subprocess.DEVNULL,
-        env=dict(env) if env is not None else clean_env(),
-        cwd=str(cwd) if cwd else None,
+    """Run `argv` (no shell): wall time, CPU and peak RSS of it alone.
+
+    Peak RSS comes from GNU time's `%M` when /usr/bin/time exists: a child forked by
+    this (large) Python process inherits its RSS high-water mark across exec, so
+    `os.wait4`'s figure is only an upper bound (then `max_rss_exact` is False).
+    """
+    import tempfile
+
+    # Output goes to a file, never /dev/null: grep stops at the first match there.
+    with (
+        tempfile.NamedTemporaryFile(prefix="wg-bench-rss-") as rss_file,
+        tempfile.TemporaryFile(prefix="wg-bench-out-") as sink,
+    ):
+        command = [str(a) for a in argv]
+        exact = GNU_TIME.exists()
+        if exact:
+            command = [str(GNU_TIME), "-q", "-f", "%M", "-o", rss_file.name, *command]
+        start = time.perf_counter()
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout if stdout is not None else sink,
+            stderr=subprocess.DEVNULL,
+            env=dict(env) if env is not None else clean_env(),
+            cwd=str(cwd) if cwd else None,
+        )
+        _, status, usage = _wait4(child, timeout)
+        wall = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        child.returncode = code
+        max_rss = usage.ru_maxrss * 1024
+        if exact:
+            try:
+                max_rss = int(Path(rss_file.name).read_text().split()[-1]) * 1024
+            except (OSError, ValueError, IndexError):
+                exact = False
+    return Measured(
+        wall_seconds=wall,
+        max_rss_bytes=max_rss,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        returncode=code,
+        max_rss_exact=exact,
     )
-    deadline = start + timeout
+
+
+def _wait4(child: subprocess.Popen[bytes], timeout: float) -> tuple[int, int, Any]:
+    deadline = time.perf_counter() + timeout
+    delay = 0.0005
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid == child.pid:
-            break
+            return pid, status, usage
         if time.perf_counter() > deadline:
             child.kill()
             os.wait4(child.pid, 0)
             child.returncode = -9
-            raise TimeoutError(f"{argv[0]} did not finish within {timeout:.0f}s")
-        time.sleep(0.002)
-    wall = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return Measured(
-        wall_seconds=wall,
-        max_rss_bytes=usage.ru_maxrss * 1024,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
-        returncode=child.returncode,
-    )
+            raise TimeoutError(f"{child.args!r} did not finish within {timeout:.0f}s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.01)
 
 
 def rss_bytes(pid: int, proc: Path = Path("/proc")) -> Optional[int]:
@@ -202,3 +236,63 @@ def write_result(name: str, *, quick: bool, data: Mapping[str, Any]) -> Path:
     json.loads(text)
     path.write_text(text)
     return path
+
+
+def time_runs(
+    argv: Sequence[Union[str, Path]],
+    *,
+    runs: int,
+    warmup: int = 1,
+    timeout: float = 120.0,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[Path] = None,
+) -> dict[str, Any]:
+    """Median/p99 wall time and peak RSS over `runs` runs (after `warmup` unmeasured ones)."""
+    measured = [
+        run_measured(argv, timeout=timeout, env=env, cwd=cwd) for _ in range(warmup + runs)
+    ][warmup:]
+    return {
+        "argv": [str(a) for a in argv],
+        "seconds": summary([m.wall_seconds for m in measured]),
+        "max_rss_bytes": summary([float(m.max_rss_bytes) for m in measured]),
+        "returncodes": sorted({m.returncode for m in measured}),
+        "max_rss_exact": all(m.max_rss_exact for m in measured),
+    }
+
+
+def hyperfine(
+    commands: Mapping[str, Sequence[str]], *, runs: int, warmup: int = 1
+) -> Optional[dict[str, Any]]:
+    """Wall times from hyperfine (`--output=pipe`, no shell), or None when it is absent."""
+    import shutil
+    import tempfile
+
+    binary = shutil.which("hyperfine")
+    if binary is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="wg-bench-hf-") as scratch:
+        export = Path(scratch) / "out.json"
+        argv = [
+            binary,
+            "--shell=none",
+            "--output=pipe",
+            "--style=none",
+            f"--runs={runs}",
+            f"--warmup={warmup}",
+            f"--export-json={export}",
+        ]
+        for name, command in commands.items():
+            argv += ["--command-name", name, " ".join(command)]
+        subprocess.run(argv, check=True, timeout=3600, env=clean_env(), stdout=subprocess.DEVNULL)
+        results = json.loads(export.read_text())["results"]
+    return {
+        r["command"]: {
+            "median": r["median"],
+            "mean": r["mean"],
+            "stddev": r["stddev"],
+            "min": r["min"],
+            "max": r["max"],
+            "n": len(r["times"]),
+        }
+        for r in results
+    }

@@ -25,8 +25,12 @@ STATE_FILE = "/var/lib/waagent-guard/state.json"
 def show(unit: str) -> tuple[int, str]:
     out = subprocess.run(
         ["systemctl", "show", unit, "-p", "MainPID", "-p", "ActiveState"],
-        capture_output=True, text=True, timeout=10, env=ENV, check=False,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env=ENV,
+        check=False,
+    ).stdout
     fields = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     return int(fields.get("MainPID", "0") or 0), fields.get("ActiveState", "")
 
@@ -76,9 +80,13 @@ def time_cmd(args: argparse.Namespace) -> dict[str, object]:
     for _ in range(args.warmup + args.runs):
         start = time.perf_counter()
         code = subprocess.run(
-            args.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            timeout=60, env=ENV, check=False,
-        ).returncode  # fmt: skip
+            args.argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+            env=ENV,
+            check=False,
+        ).returncode
         walls.append(time.perf_counter() - start)
         codes.append(code)
     return {"seconds": walls[args.warmup :], "returncodes": codes[args.warmup :]}
@@ -90,8 +98,12 @@ def proc_sample(args: argparse.Namespace) -> dict[str, object]:
     for unit in args.units:
         group = subprocess.run(
             ["systemctl", "show", unit, "-p", "ControlGroup", "--value"],
-            capture_output=True, text=True, timeout=10, env=ENV, check=False,
-        ).stdout.strip()  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=ENV,
+            check=False,
+        ).stdout.strip()
         entries = []
         pids: list[int] = []
         for mount in ("", "/unified", "/systemd"):  # unified, or hybrid (cgroup v1) hosts
@@ -110,16 +122,23 @@ def proc_sample(args: argparse.Namespace) -> dict[str, object]:
             except OSError:
                 continue
             rss = next(
-                (int(line.split()[1]) * 1024 for line in status.splitlines()
-                 if line.startswith("VmRSS:")),
+                (
+                    int(line.split()[1]) * 1024
+                    for line in status.splitlines()
+                    if line.startswith("VmRSS:")
+                ),
                 0,
-            )  # fmt: skip
+            )
             fields = stat[stat.rindex(")") + 2 :].split()
             cpu = (int(fields[11]) + int(fields[12])) / ticks
             entries.append(
-                {"pid": pid, "rss_bytes": rss, "cpu_seconds": cpu,
-                 "cmdline": cmdline.decode(errors="replace").strip()}
-            )  # fmt: skip
+                {
+                    "pid": pid,
+                    "rss_bytes": rss,
+                    "cpu_seconds": cpu,
+                    "cmdline": cmdline.decode(errors="replace").strip(),
+                }
+            )
         result[unit] = entries
     result["monotonic"] = time.monotonic()
     return result

@@ -37,7 +37,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help=f"comma-separated result names: {', '.join(n for v in BENCHMARKS.values() for n in v)}",
+        help="comma-separated result names: "
+        + ", ".join(n for names in BENCHMARKS.values() for n in names),
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s")

@@ -9,6 +9,7 @@ sleep) so "above 90 % for the whole window" is judged over the daemon's window.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -33,7 +34,10 @@ class CheckWorker:
         self._poke = poke
         self._manager = manager
         self._proc_root = proc_root
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the published results only
+        self._pressure: queue.SimpleQueue[tuple[float, Optional[float], Optional[float]]] = (
+            queue.SimpleQueue()
+        )
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -45,15 +49,12 @@ class CheckWorker:
         self._thread = threading.Thread(target=self._work, name="doctor", daemon=True)
         self._thread.start()
 
-    def run_now(self) -> None:
-        self._wake.set()
-
     def _work(self) -> None:
         interval = float(self._runner.settings.doctor.interval_seconds)
         while not self._stop.is_set():
             try:
-                with self._lock:
-                    findings = self._runner.run(manager=self._manager)
+                self._feed_pressure()
+                findings = self._runner.run(manager=self._manager)
                 samples = tuple(
                     CheckSample(f.code, f.status.value, f.duration_seconds, f.checked_at)
                     for f in findings
@@ -82,8 +83,16 @@ class CheckWorker:
         if stat is not None and self._last_cpu is not None:
             cpu = cpu_percent(self._last_cpu, stat)
         self._last_cpu = stat
-        with self._lock:
-            self._runner.observe_pressure(now, cpu, memory.used_percent if memory else None)
+        # Only the worker touches the runner's windows: the sample waits in a queue.
+        self._pressure.put((now, cpu, memory.used_percent if memory else None))
+
+    def _feed_pressure(self) -> None:
+        while True:
+            try:
+                now, cpu, memory = self._pressure.get_nowait()
+            except queue.Empty:
+                return
+            self._runner.observe_pressure(now, cpu, memory)
 
     def close(self) -> None:
         self._stop.set()

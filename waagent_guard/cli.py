@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NoReturn, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, TextIO
 
 from waagent_guard import __version__
 from waagent_guard.errors import EX_SOFTWARE, EX_USAGE, GuardError, UsageError
@@ -89,25 +89,39 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--root",
-        metavar="DIR",
-        default=None,
-        help="resolve every host path under DIR (a mounted disk or copied tree; default /)",
-    )
-    common.add_argument(
-        "--config",
-        metavar="FILE",
-        default=None,
-        help=f"the guard's config (default {GUARD_CONFIG} under --root)",
-    )
-    common.add_argument("--debug", action="store_true", help="log debug output and tracebacks")
+    def common_options(defaults: bool) -> _Parser:
+        # The same options are accepted before and after the subcommand; the
+        # subcommand's copies must not overwrite values given before it.
+        options = _Parser(add_help=False)
+        value_default: Any = None if defaults else argparse.SUPPRESS
+        flag_default: Any = False if defaults else argparse.SUPPRESS
+        options.add_argument(
+            "--root",
+            metavar="DIR",
+            default=value_default,
+            help="resolve every host path under DIR (a mounted disk or copied tree; default /)",
+        )
+        options.add_argument(
+            "--config",
+            metavar="FILE",
+            default=value_default,
+            help=f"the guard's config (default {GUARD_CONFIG} under --root)",
+        )
+        options.add_argument(
+            "--debug",
+            action="store_true",
+            default=flag_default,
+            help="log debug output and tracebacks",
+        )
+        return options
+
+    top_options = common_options(True)
+    common = common_options(False)
 
     parser = _Parser(
         prog="waagent-guard",
         description="Health daemon for the Azure Linux guest agent (WALinuxAgent).",
-        parents=[common],
+        parents=[top_options],
     )
     parser.add_argument("--version", action="version", version=f"waagent-guard {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -284,6 +298,11 @@ def main(
         return error.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `waagent-guard status | head`: the reader left; not an error worth a trace.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception:
         # A bug, not a situation a person can fix: say so, show the trace with --debug.
         if debug:
@@ -293,7 +312,3 @@ def main(
             file=err,
         )
         return EX_SOFTWARE
-    except BrokenPipeError:
-        # `waagent-guard status | head`: the reader left; not an error worth a trace.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0

@@ -338,7 +338,7 @@ class ControlServer:
         except GuardError as error:
             response = _error(error.message)
         except Exception as error:
-            logger.exception("control handler failed on %r", request.get("command"))
+            logger.exception("control handler failed on %r", request.get("op"))
             response = _error(f"internal error: {type(error).__name__}: {error}")
         self._reply(connection, response)
 

@@ -94,6 +94,7 @@ class Guard:
         self.stopping = False
         self.watch_problems: list[str] = []
         self.last_decision: Optional[tuple[str, str]] = None
+        self.lease_retry_at: Optional[float] = None
         self._policy_state = self._load_policy_state()
 
     # -- start and stop --
@@ -101,8 +102,11 @@ class Guard:
         """Arm every event source; READY is sent by `serve()` only after this returns."""
         settings = self.settings
         log_path = self.sysroot.path(settings.agent.log_path)
-        self.tailer = LogTailer(log_path, from_start=False)
-        self.signals = read_log_signals(log_path, self.sysroot)
+        self._open_tailer()
+        try:
+            self.signals = read_log_signals(log_path, self.sysroot)
+        except GuardError as error:
+            log.warning("%s", error)
         self.parser = RecordParser(tz=guest_timezone(self.sysroot.path("/etc/localtime")))
         self.loop.install_signal_handlers()
         self._start_control()
@@ -178,6 +182,13 @@ class Guard:
 
         return list(check_codes())
 
+    def restart_checks(self) -> None:
+        """A new doctor worker with the current settings (after a reload)."""
+        if self.checks is not None:
+            self.checks.close()
+            self.checks = None
+        self._start_checks()
+
     def _start_checks(self) -> None:
         from waagent_guard.checker import CheckWorker
         from waagent_guard.doctor.runner import DoctorRunner
@@ -207,9 +218,9 @@ class Guard:
 
     # -- the loop --
     def serve(self, *, once: bool = False) -> int:
-        self.start()
         try:
-            self.reconcile("start")
+            self.start()
+            self._guarded(self.reconcile, "start")
             self.notifier.ready(self.status_line())
             log.info("ready: %s", self.status_line())
             if once:
@@ -222,7 +233,7 @@ class Guard:
                     self.notifier.watchdog()
                     next_ping = now + watchdog_period
                 wakeup = self.loop.wait(self._timeout(next_ping if watchdog_period else None))
-                self._handle(wakeup)
+                self._guarded(self._handle, wakeup)
             self.notifier.stopping("stopping")
             log.info("stopping")
             return 0
@@ -238,7 +249,7 @@ class Guard:
             deadlines.append(self.dirty_since + self.settings.daemon.debounce_seconds)
         if self.next_policy_wake is not None:
             deadlines.append(self.next_policy_wake)
-        expiry = self.lease_expiry
+        expiry = self.lease_due_at
         if expiry is not None:
             deadlines.append(now + max(0.0, expiry - self.clock()))
         return max(0.0, min(deadlines) - now)
@@ -270,7 +281,7 @@ class Guard:
             and now >= self.dirty_since + self.settings.daemon.debounce_seconds
         )
         policy_due = self.next_policy_wake is not None and now >= self.next_policy_wake
-        lease_due = self.lease_expiry is not None and self.clock() >= self.lease_expiry
+        lease_due = self.lease_due_at is not None and self.clock() >= self.lease_due_at
         if due or policy_due or lease_due:
             self.reconcile("tick" if due else "timer")
         elif debounced:
@@ -279,10 +290,38 @@ class Guard:
             self._publish()  # the doctor worker finished a run
 
     # -- reconciliation --
+    def _guarded(self, step: Callable[..., None], *args: Any) -> None:
+        """The daemon's error boundary: a bug or an unexpected file is logged, never fatal.
+
+        Timers that could fire again at once are pushed to the next tick, so a
+        failure that repeats costs one attempt per tick, not a hot loop.
+        """
+        try:
+            step(*args)
+        except Exception:
+            log.exception("unexpected error (the guard carries on; retrying at the next tick)")
+            self.dirty_since = None
+            self.next_policy_wake = None
+            self.next_tick = self.monotonic() + self.settings.daemon.tick_seconds
+
+    def _open_tailer(self) -> None:
+        log_path = self.sysroot.path(self.settings.agent.log_path)
+        try:
+            self.tailer = LogTailer(log_path, from_start=False)
+        except GuardError as error:
+            log.warning("not following the agent log: %s (retrying at each tick)", error)
+            self.tailer = None
+
     def _consume_log(self) -> None:
         if self.tailer is None or self.parser is None:
             return
-        lines = self.tailer.read_lines()
+        try:
+            lines = self.tailer.read_lines()
+        except (GuardError, OSError) as error:
+            log.warning("stopped following the agent log: %s (retrying at each tick)", error)
+            self.tailer.close()
+            self.tailer = None
+            return
         for line in lines:
             for record in self.parser.feed(line):
                 self.signals.update(record)
@@ -327,6 +366,8 @@ class Guard:
     def reconcile(self, why: str, *, ask_manager: bool = True) -> None:
         if ask_manager:
             self.next_tick = self.monotonic() + self.settings.daemon.tick_seconds
+            if self.tailer is None:
+                self._open_tailer()
         observation = self._observe(ask_manager=ask_manager)
         if self.checks is not None and why == "tick":
             self.checks.sample_pressure(observation.time)
@@ -368,6 +409,9 @@ class Guard:
 
     def _publish(self) -> None:
         observation = self.observation
+        if observation is not None:
+            # Scrapes read from other threads: hand them a copy the loop will not change.
+            observation = dataclasses.replace(observation, log=self.signals.snapshot())
         checks, backup_ready = self.checks.results() if self.checks is not None else ((), None)
         self.published = MetricsInput(
             checks=checks,
@@ -412,11 +456,9 @@ class Guard:
             )
             self.notifier.ready(f"config reload failed, old config kept: {error}"[:200])
             return
-        changed_socket = settings.control != self.settings.control
-        changed_metrics = settings.metrics != self.settings.metrics
-        self.settings = settings
-        if changed_socket or changed_metrics:
-            log.warning("control/metrics settings change at the next restart of the guard")
+        from waagent_guard.reload import apply_settings
+
+        apply_settings(self, settings)
         log.info(
             "configuration reloaded from %s",
             self.config_path,
@@ -430,6 +472,14 @@ class Guard:
     def lease_expiry(self) -> Optional[float]:
         lease = self.state.verbose_lease
         return lease.expires_at if lease is not None else None
+
+    @property
+    def lease_due_at(self) -> Optional[float]:
+        """When to try reverting the lease (later than its expiry after a failed revert)."""
+        expiry = self.lease_expiry
+        if expiry is None:
+            return None
+        return max(expiry, self.lease_retry_at or 0.0)
 
     def _expire_lease(self) -> None:
         from waagent_guard.verbose import expire_if_due

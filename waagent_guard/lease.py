@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ MAX_STATE_BYTES = 1024 * 1024
 class VerboseLease(BaseModel):
     """Verbose agent logging until `expires_at` (epoch seconds)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     expires_at: float
     reason: str = ""
@@ -90,9 +91,7 @@ def load_state(
         return _discard(path, f"not valid guard state ({first_line})", quarantine, clock)
 
 
-def _discard(
-    path: Path, problem: str, quarantine: bool, clock: Callable[[], float]
-) -> GuardState:
+def _discard(path: Path, problem: str, quarantine: bool, clock: Callable[[], float]) -> GuardState:
     if not quarantine:
         logger.warning("%s: %s; ignoring it", path, problem)
         return GuardState()
@@ -182,7 +181,7 @@ def begin_lease(
     lease is what comes back. With `state_path`, the lease is saved before
     waagent.conf is edited.
     """
-    if duration <= 0:
+    if not math.isfinite(duration) or duration <= 0:
         raise InputError(f"verbose on: the lease duration must be positive (got {duration:g}s)")
     document = load_conf(conf_path)
     current = document.get(VERBOSE_KEY)

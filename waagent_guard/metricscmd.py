@@ -16,6 +16,7 @@ from waagent_guard.errors import UsageError
 from waagent_guard.fsutil import atomic_write
 from waagent_guard.metrics import MetricsInput, StateCollector, exposition, make_registry
 from waagent_guard.observe import observe
+from waagent_guard.service.factory import reading_manager
 
 TEXTFILE_NAME = "waagent_guard.prom"
 
@@ -24,11 +25,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
     from waagent_guard.policy import DECISION_ACTIONS, RESTART_REASONS
 
     settings = context.settings()
-    manager = None
-    if context.sysroot.is_host or settings.agent.manager == "command":
-        from waagent_guard.service import make_service_manager
-
-        manager = make_service_manager(settings, context.sysroot)
+    manager = reading_manager(settings, context.sysroot)
     observation = observe(context.sysroot, settings, manager=manager)
     published = MetricsInput(observation=observation, last_reconcile=observation.time)
     collector = StateCollector(

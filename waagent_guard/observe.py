@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from waagent_guard.agent.conf import AgentConfig, ConfDocument, agent_config, load_conf
+from waagent_guard.agent.conf import (
+    AgentConfig,
+    ConfDocument,
+    agent_config,
+    conf_path,
+    load_conf,
+)
 from waagent_guard.agent.extensions import (
     ExtensionHandler,
     LibState,
@@ -216,9 +222,7 @@ def _processes_of(sysroot: Sysroot) -> tuple[AgentProcess, ...]:
 
 
 def resolve_conf_path(sysroot: Sysroot, settings: Settings) -> Path:
-    if settings.agent.conf_path:
-        return sysroot.path(settings.agent.conf_path)
-    return sysroot.find_waagent_conf()
+    return conf_path(sysroot, settings.agent.conf_path)
 
 
 def observe(

@@ -86,10 +86,6 @@ def apply_policy(guard: Guard, observation: Observation) -> Optional[float]:
     return None
 
 
-def gave_up(state: PolicyState) -> bool:
-    return state.gave_up_since is not None
-
-
 def _log_decision(guard: Guard, decision: Decision, previous: PolicyState) -> None:
     key = (decision.action, decision.reason)
     if decision.action == NONE:

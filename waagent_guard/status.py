@@ -16,6 +16,7 @@ from typing import Any, Optional
 from waagent_guard import __version__
 from waagent_guard.cli import Context
 from waagent_guard.observe import Assessment, Observation, assess, observe
+from waagent_guard.service.factory import reading_manager
 from waagent_guard.timeutil import format_duration, iso_utc
 
 log = logging.getLogger(__name__)
@@ -239,14 +240,7 @@ def _lease(context: Context) -> Optional[dict[str, Any]]:
 
 def run(args: argparse.Namespace, context: Context) -> int:
     settings = context.settings()
-    manager = None
-    if context.sysroot.is_host or settings.agent.manager == "command":
-        from waagent_guard.service import make_service_manager
-
-        try:
-            manager = make_service_manager(settings, context.sysroot)
-        except Exception as error:
-            log.debug("no service manager: %s", error)
+    manager = reading_manager(settings, context.sysroot)
     observation = observe(context.sysroot, settings, manager=manager)
     assessment = assess(observation)
     document = status_document(observation, assessment, lease=_lease(context))

@@ -10,6 +10,7 @@ expires, also after the guard's own restart or a reboot (the lease is on disk).
 from __future__ import annotations
 
 import logging
+import math
 import pwd
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -47,8 +48,16 @@ def expire_if_due(guard: Guard) -> None:
     """Revert an expired lease (called on every reconciliation)."""
     if not expired(guard.state, guard.clock()):
         return
-    conf_path = guard.conf_path
-    state, changed = end_lease(conf_path, guard.state, at_expiry=True)
+    if guard.lease_retry_at is not None and guard.clock() < guard.lease_retry_at:
+        return
+    try:
+        state, changed = end_lease(guard.conf_path, guard.state, at_expiry=True)
+    except GuardError as error:
+        # Keep the lease (it is still owed) and try again at the next tick.
+        guard.lease_retry_at = guard.clock() + guard.settings.daemon.tick_seconds
+        log.error("cannot revert the expired verbose lease yet: %s", error)
+        return
+    guard.lease_retry_at = None
     guard.set_state(state)
     if changed and guard.observation is not None and guard.observation.daemon is not None:
         restart_agent_manually(guard, "the verbose lease expired")
@@ -57,8 +66,11 @@ def expire_if_due(guard: Guard) -> None:
 def _duration(guard: Guard, request: dict[str, Any]) -> float:
     settings = guard.settings.verbose
     raw = request.get("duration")
-    duration = float(settings.default_duration_seconds if raw is None else raw)
-    if duration <= 0 or duration > settings.max_duration_seconds:
+    try:
+        duration = float(settings.default_duration_seconds if raw is None else raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"--for: not a number of seconds: {raw!r}") from None
+    if not math.isfinite(duration) or duration <= 0 or duration > settings.max_duration_seconds:
         raise UsageError(
             f"--for: {duration:g}s is outside 1s..{settings.max_duration_seconds}s "
             "(verbose.max_duration_seconds)"

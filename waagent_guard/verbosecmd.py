@@ -41,9 +41,12 @@ def _duration(args: argparse.Namespace, context: Context) -> float:
 
 def _send(context: Context, payload: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The daemon's answer, or None when no daemon is listening."""
-    socket_path = context.sysroot.path(context.settings().control.socket)
+    settings = context.settings()
+    socket_path = context.sysroot.path(settings.control.socket)
+    # The daemon answers after restarting the agent: allow the manager's timeout.
+    timeout = settings.agent.command_timeout_seconds + 15.0
     try:
-        return request(socket_path, payload)
+        return request(socket_path, payload, timeout=timeout)
     except DaemonNotRunningError:
         return None
 

@@ -238,3 +238,50 @@ def test_metrics_over_tls_with_a_client_certificate(make_guest: MakeGuest,
     except (ssl.SSLError, OSError):
         refused = True
     assert refused, "a client without a certificate must be refused"
+
+
+def test_the_daemon_survives_its_log_turning_into_a_device(make_guest: MakeGuest,
+                                                           make_daemon: MakeDaemon) -> None:
+    guest, daemon = ready_daemon(make_guest, make_daemon)
+    log = guest.root / "var/log/waagent.log"
+    log.unlink()
+    log.symlink_to("/dev/null")
+    (guest.root / "var/log/other.log").write_text("an event in /var/log\n")
+    first = guest.agent_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)  # the guard must still do its job
+    wait_for(lambda: guest.agent_pid() not in (None, first), what="the agent restarted")
+    assert daemon.process.poll() is None
+    assert "stopped following the agent log" in daemon.output()
+
+
+def test_an_expired_lease_that_cannot_be_written_is_retried_not_fatal(
+    make_guest: MakeGuest, make_daemon: MakeDaemon
+) -> None:
+    import subprocess
+
+    from waagent_guard.cli import main
+
+    guest, daemon = ready_daemon(make_guest, make_daemon)
+    assert main(["verbose", "on", "--for", "1s", "--no-restart", "--root", str(guest.root)]) == 0
+    etc = guest.root / "etc"
+    subprocess.run(["mount", "--bind", "-o", "ro", str(etc), str(etc)], check=True)
+    try:
+        wait_for(lambda: "cannot revert the expired verbose lease yet" in daemon.output(),
+                 what="the failed revert to be logged")
+        assert daemon.process.poll() is None
+        assert daemon.metric("waagent_up") == 1.0
+    finally:
+        subprocess.run(["umount", str(etc)], check=True)
+    wait_for(lambda: "Logs.Verbose=y" not in guest.conf_text(), what="the retried revert")
+
+
+def test_a_nan_lease_duration_is_refused(make_guest: MakeGuest, make_daemon: MakeDaemon) -> None:
+    from waagent_guard.control import request
+
+    guest, _daemon = ready_daemon(make_guest, make_daemon)
+    answer = request(guest.root / "run/waagent-guard/control.sock",
+                     {"op": "verbose_on", "duration": "nan"})
+    assert answer["ok"] is False
+    assert "--for" in answer["error"]
+    assert "Logs.Verbose=y" not in guest.conf_text()

@@ -121,3 +121,22 @@ def test_version_flag_prints_the_version() -> None:
     code, out, _ = run_cli("--version")
     assert code == 0
     assert out.startswith("waagent-guard ")
+
+
+def test_global_options_before_the_subcommand_are_kept(tmp_path: Path) -> None:
+    from waagent_guard.cli import build_parser
+
+    args = build_parser().parse_args(["--root", str(tmp_path), "--debug", "status"])
+    assert (args.root, args.debug) == (str(tmp_path), True)
+    args = build_parser().parse_args(["status", "--root", str(tmp_path)])
+    assert args.root == str(tmp_path)
+
+
+def test_a_reader_that_leaves_is_not_an_error(tmp_path: Path) -> None:
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    code = main(["config", "show", "--root", str(tmp_path)], stdout=ClosedPipe(),
+                stderr=io.StringIO())
+    assert code == 0

@@ -319,3 +319,22 @@ def test_log_module_exports_the_contract_names() -> None:
         "read_recent",
     ):
         assert hasattr(log, name), name
+
+
+def test_a_snapshot_is_not_changed_by_later_records() -> None:
+    from waagent_guard.agent.log import LogSignals, parse_records
+
+    signals = LogSignals()
+    lines = [
+        "2023-03-13T15:44:04.906673Z ERROR ExtHandler ExtHandler Error fetching the goal state: x",
+        "2023-03-13T15:44:05.906673Z INFO ExtHandler ExtHandler done",
+    ]
+    for record in parse_records(lines[:1]):
+        signals.update(record)
+    frozen = signals.snapshot()
+    for record in parse_records(lines):
+        signals.update(record)
+    assert frozen.counts_by_level["ERROR"] == 1
+    assert signals.counts_by_level["ERROR"] == 2
+    assert frozen.events["goal_state_fetch_failed"].count == 1
+    assert signals.events["goal_state_fetch_failed"].count == 2

@@ -10,6 +10,7 @@ Every example line a pattern was written for is in `tests/unit/test_log_signals.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Sequence
@@ -230,6 +231,17 @@ class LogSignals:
         # contain none of the keywords and cost no regex at all.
         self._keywords = tuple({word for event in self.catalogue for word in event.keywords})
         self._always = any(not event.keywords for event in self.catalogue)
+
+    def snapshot(self) -> LogSignals:
+        """A copy that later updates do not touch (for readers in other threads)."""
+        copy = LogSignals.__new__(LogSignals)
+        copy.__dict__.update(self.__dict__)
+        copy.counts_by_level = dict(self.counts_by_level)
+        copy.events = {
+            name: dataclasses.replace(stat, subjects=dict(stat.subjects))
+            for name, stat in self.events.items()
+        }
+        return copy
 
     def update(self, record: LogRecord) -> None:
         self.record_count += 1

@@ -57,6 +57,7 @@ class BundleRequest:
     max_total_bytes: int = 150 * 1024 * 1024
     history_entries: int = 5
     config: Optional[str] = None  # the guard's --config, passed to status/doctor
+    agent_conf: Optional[str] = None  # the guard's agent.conf_path (None: per distro)
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,12 @@ class AgentPaths:
     problem: Optional[str] = None
 
 
-def read_agent_paths(sysroot: Sysroot) -> AgentPaths:
+def read_agent_paths(sysroot: Sysroot, agent_conf: Optional[str] = None) -> AgentPaths:
     """Lib.Dir and Extension.LogDir from waagent.conf; the agent's defaults if it is unusable."""
     try:
-        from waagent_guard.agent.conf import agent_config, load_conf
+        from waagent_guard.agent.conf import agent_config, conf_path, load_conf
 
-        config = agent_config(load_conf(sysroot.find_waagent_conf()))
+        config = agent_config(load_conf(conf_path(sysroot, agent_conf)))
         return AgentPaths(config.lib_dir or DEFAULT_LIB_DIR,
                           config.extension_log_dir or DEFAULT_EXTENSION_LOG_DIR)
     except Exception as error:  # a support bundle must survive a broken config reader
@@ -102,7 +103,7 @@ def host_name(sysroot: Sysroot) -> str:
 def build_plan(sysroot: Sysroot, request: BundleRequest, *, now: float,
                catalogue: Catalogue = DEFAULT_CATALOGUE,
                python: str = sys.executable) -> tuple[Plan, AgentPaths]:
-    paths = read_agent_paths(sysroot)
+    paths = read_agent_paths(sysroot, request.agent_conf)
     options = PlanOptions(
         lib_dir=paths.lib_dir, extension_log_dir=paths.extension_log_dir,
         agent_units=agent_units(sysroot), host=sysroot.is_host, root=str(sysroot.root),
@@ -202,6 +203,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
         max_total_bytes=args.max_total_size or settings.max_total_bytes,
         history_entries=settings.history_entries,
         config=str(context.config_path) if context.config_path else None,
+        agent_conf=context.settings().agent.conf_path,
     )
     progress = TerminalProgress(context.stderr) if _is_terminal(context.stderr) else None
     result = create_bundle(request, sysroot=context.sysroot, progress=progress)

@@ -29,15 +29,9 @@ log = logging.getLogger(__name__)
 
 def _manager(sysroot: Sysroot, settings: Settings) -> Any:
     """The live service manager, only for the running system (never under --root)."""
-    if not (sysroot.is_host or settings.agent.manager == "command"):
-        return None
-    from waagent_guard.service import make_service_manager
+    from waagent_guard.service.factory import reading_manager
 
-    try:
-        return make_service_manager(settings, sysroot)
-    except Exception as error:
-        log.debug("no service manager: %s", error)
-        return None
+    return reading_manager(settings, sysroot)
 
 
 def _lease(sysroot: Sysroot, settings: Settings) -> Optional[dict[str, Any]]:

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from waagent_guard.errors import ServiceError
+from waagent_guard.errors import GuardError, ServiceError
 from waagent_guard.service.manager import Binaries, PidFinder, ServiceManager
 from waagent_guard.service.runner import CommandRunner, SubprocessRunner
 from waagent_guard.service.scripts import CommandManager, OpenrcManager, SysvManager
@@ -105,3 +105,19 @@ def make_service_manager(
             name, runner, binary=binaries.rc_service, timeout=timeout, pid_finder=finder
         )
     return SysvManager(name, runner, binary=binaries.service, timeout=timeout, pid_finder=finder)
+
+
+def reading_manager(settings: Settings, sysroot: Sysroot) -> Optional[ServiceManager]:
+    """The manager for commands that only read (status, metrics, doctor), or None.
+
+    Only the running system has a service manager worth asking (never a tree
+    under --root, unless the `command` manager is configured for it); a
+    system where none can be detected still gets its report, without unit facts.
+    """
+    if not (sysroot.is_host or settings.agent.manager == "command"):
+        return None
+    try:
+        return make_service_manager(settings, sysroot)
+    except GuardError as error:
+        log.debug("no service manager: %s", error)
+        return None
