@@ -394,8 +394,7 @@ def request(
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise DaemonNotRunningError(
-                f"waagent-guard daemon not running (nothing listening on {path}: "
-                f"{error.strerror})"
+                f"waagent-guard daemon not running (nothing listening on {path}: {error.strerror})"
             ) from error
         except PermissionError as error:
             raise ControlPermissionError(
@@ -440,3 +439,17 @@ def _read_reply(sock: socket.socket) -> bytes:
             break
         buffer += chunk
     return bytes(buffer)
+
+
+def group_id(name: Optional[str]) -> Optional[int]:
+    """The gid of `control.group` (None when unset); ConfigError names the key."""
+    if not name:
+        return None
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(
+            f"control.group: no group named {name!r}; create it or remove the key"
+        ) from None

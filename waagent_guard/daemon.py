@@ -19,16 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from waagent_guard.agent.log import (
-    EVENT_CATALOGUE,
     LogSignals,
     LogTailer,
     RecordParser,
     guest_timezone,
 )
 from waagent_guard.cli import Context
-from waagent_guard.errors import ConfigError, GuardError
+from waagent_guard.errors import GuardError
 from waagent_guard.eventloop import EventLoop, Wakeup
-from waagent_guard.metrics import MetricsInput, StateCollector, make_registry
+from waagent_guard.metrics import MetricsInput
 from waagent_guard.observe import (
     Observation,
     assess,
@@ -37,7 +36,7 @@ from waagent_guard.observe import (
     resolve_conf_path,
 )
 from waagent_guard.policy import PolicyState
-from waagent_guard.settings import Settings, load_settings
+from waagent_guard.settings import Settings
 from waagent_guard.sysroot import Sysroot
 
 if TYPE_CHECKING:
@@ -125,62 +124,25 @@ class Guard:
             log.warning("%s", problem)
 
     def _start_control(self) -> None:
-        from waagent_guard.control import ControlServer
+        from waagent_guard.control import ControlServer, group_id
 
         socket_path = self.sysroot.path(self.settings.control.socket)
         socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.control = ControlServer(
-            socket_path, self.handle_request, allowed_gid=_group_id(self.settings.control.group)
+            socket_path, self.handle_request, allowed_gid=group_id(self.settings.control.group)
         )
         self.loop.register(self.control, "control")
 
     def _start_metrics(self) -> None:
-        metrics = self.settings.metrics
-        if not metrics.enabled:
-            return
-        from prometheus_client import start_http_server
+        from waagent_guard.exporter import maybe_exporter
 
-        from waagent_guard.policy import DECISION_ACTIONS, RESTART_REASONS
-
-        collector = StateCollector(
-            lambda: self.published,
-            restart_reasons=RESTART_REASONS,
-            event_names=[event.name for event in EVENT_CATALOGUE],
-            check_codes=self._check_codes(),
-            decision_actions=DECISION_ACTIONS,
+        self.http = maybe_exporter(
+            self.settings.metrics, lambda: self.published, config_path=self.config_path
         )
-        registry = make_registry(collector)
-        try:
-            self.http, _thread = start_http_server(
-                metrics.port,
-                addr=metrics.address,
-                registry=registry,
-                certfile=metrics.tls_cert,
-                keyfile=metrics.tls_key,
-                client_cafile=metrics.tls_client_ca,
-                client_auth_required=metrics.tls_client_ca is not None,
-            )
-        except OSError as error:
-            raise ConfigError(
-                f"metrics.address/metrics.port {metrics.address}:{metrics.port}: cannot listen "
-                f"({error.strerror or error}); choose a free port in [metrics] of "
-                f"{self.config_path}"
-            ) from error
-        log.info("metrics on %s", self.metrics_url)
 
     @property
     def metrics_url(self) -> Optional[str]:
-        if self.http is None:
-            return None
-        host, port = self.http.server_address[:2]
-        scheme = "https" if self.settings.metrics.tls_cert else "http"
-        host = f"[{host}]" if ":" in host else host
-        return f"{scheme}://{host}:{port}/metrics"
-
-    def _check_codes(self) -> list[str]:
-        from waagent_guard.doctor.runner import check_codes
-
-        return list(check_codes())
+        return self.http.url if self.http is not None else None
 
     def restart_checks(self) -> None:
         """A new doctor worker with the current settings (after a reload)."""
@@ -204,8 +166,7 @@ class Guard:
             self.checks.close()
             self.checks = None
         if self.http is not None:
-            self.http.shutdown()
-            self.http.server_close()
+            self.http.close()
             self.http = None
         if self.control is not None:
             self.loop.unregister(self.control)
@@ -445,27 +406,9 @@ class Guard:
 
     # -- config reload --
     def reload(self) -> None:
-        self.notifier.reloading("reloading configuration")
-        try:
-            settings = load_settings(self.config_path)
-        except ConfigError as error:
-            log.error(
-                "configuration not reloaded, keeping the old one: %s",
-                error,
-                extra={"MESSAGE_ID": _message_id("config_invalid")},
-            )
-            self.notifier.ready(f"config reload failed, old config kept: {error}"[:200])
-            return
-        from waagent_guard.reload import apply_settings
+        from waagent_guard.reload import reload
 
-        apply_settings(self, settings)
-        log.info(
-            "configuration reloaded from %s",
-            self.config_path,
-            extra={"MESSAGE_ID": _message_id("config_reload")},
-        )
-        self.reconcile("reload")
-        self.notifier.ready(self.status_line())
+        reload(self)
 
     # -- verbose lease --
     @property
@@ -493,25 +436,6 @@ class Guard:
             return handle_request(self, request, peer)
         except GuardError as error:
             return {"ok": False, "error": error.message}
-
-
-def _group_id(name: Optional[str]) -> Optional[int]:
-    if not name:
-        return None
-    import grp
-
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        raise ConfigError(
-            f"control.group: no group named {name!r}; create it or remove the key"
-        ) from None
-
-
-def _message_id(kind: str) -> str:
-    from waagent_guard.logsetup import MESSAGE_IDS
-
-    return MESSAGE_IDS.get(kind, "")
 
 
 def run(args: argparse.Namespace, context: Context) -> int:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from waagent_guard.agent.log import EVENT_CATALOGUE
 from waagent_guard.cli import Context
 from waagent_guard.errors import UsageError
+from waagent_guard.exporter import guard_collector
 from waagent_guard.fsutil import atomic_write
-from waagent_guard.metrics import MetricsInput, StateCollector, exposition, make_registry
+from waagent_guard.metrics import MetricsInput, exposition, make_registry
 from waagent_guard.observe import observe
 from waagent_guard.service.factory import reading_manager
 
@@ -22,18 +22,11 @@ TEXTFILE_NAME = "waagent_guard.prom"
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
-    from waagent_guard.policy import DECISION_ACTIONS, RESTART_REASONS
-
     settings = context.settings()
     manager = reading_manager(settings, context.sysroot)
     observation = observe(context.sysroot, settings, manager=manager)
     published = MetricsInput(observation=observation, last_reconcile=observation.time)
-    collector = StateCollector(
-        lambda: published,
-        restart_reasons=RESTART_REASONS,
-        event_names=[event.name for event in EVENT_CATALOGUE],
-        decision_actions=DECISION_ACTIONS,
-    )
+    collector = guard_collector(lambda: published, checks=False)
     # The guard's own process metrics describe this short-lived command, not the daemon.
     data = exposition(make_registry(collector, process_metrics=False))
     if args.textfile is None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from waagent_guard.logsetup import parse_level
+from waagent_guard.errors import ConfigError
+from waagent_guard.logsetup import MESSAGE_IDS, parse_level
 from waagent_guard.observe import resolve_conf_path
-from waagent_guard.settings import Settings
+from waagent_guard.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from waagent_guard.daemon import Guard
@@ -56,3 +57,26 @@ def apply_settings(guard: Guard, new: Settings) -> None:
         log.warning(
             "changed settings that apply at the next restart of the guard: %s", ", ".join(later)
         )
+
+
+def reload(guard: Guard) -> None:
+    """SIGHUP: load guard.toml again; an invalid file keeps the old settings."""
+    guard.notifier.reloading("reloading configuration")
+    try:
+        settings = load_settings(guard.config_path)
+    except ConfigError as error:
+        log.error(
+            "configuration not reloaded, keeping the old one: %s",
+            error,
+            extra={"MESSAGE_ID": MESSAGE_IDS["config_invalid"]},
+        )
+        guard.notifier.ready(f"config reload failed, old config kept: {error}"[:200])
+        return
+    apply_settings(guard, settings)
+    log.info(
+        "configuration reloaded from %s",
+        guard.config_path,
+        extra={"MESSAGE_ID": MESSAGE_IDS["config_reload"]},
+    )
+    guard.reconcile("reload")
+    guard.notifier.ready(guard.status_line())
