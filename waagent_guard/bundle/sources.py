@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import stat
-import subprocess
 import tempfile
 import time
 import zipfile
@@ -34,6 +33,8 @@ from waagent_guard.bundle.plan import CommandEntry, FileEntry, ListingEntry, Ski
 from waagent_guard.bundle.redact import DEFAULT_MAX_LINE_BYTES, DEFAULT_RULES, Redactor, Rule
 from waagent_guard.bundle.walk import resolve_in_root
 from waagent_guard.errors import WriteError
+from waagent_guard.service.runner import CommandOutcome as CommandOutcome
+from waagent_guard.service.runner import run_command as run_command
 from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)
@@ -441,26 +442,4 @@ def render_listing(sysroot: Sysroot, directory: str) -> Optional[bytes]:
     return "".join(lines).encode("utf-8", "surrogateescape")
 
 
-@dataclass(frozen=True)
-class CommandOutcome:
-    returncode: Optional[int]
-    error: Optional[str] = None  # not found, timed out, ...: nothing was collected
-
-
 CommandRunner = Callable[[Sequence[str], float, BinaryIO, BinaryIO], CommandOutcome]
-
-
-def run_command(argv: Sequence[str], timeout: float, stdout: BinaryIO,
-                stderr: BinaryIO) -> CommandOutcome:
-    """The production runner: argv (no shell), LC_ALL=C, a timeout, output into files."""
-    environment = dict(os.environ, LC_ALL="C", SYSTEMD_PAGER="", SYSTEMD_COLORS="0")
-    try:
-        completed = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=stdout,
-                                   stderr=stderr, env=environment, timeout=timeout, check=False)
-    except FileNotFoundError:
-        return CommandOutcome(None, f"{argv[0]}: command not found")
-    except subprocess.TimeoutExpired:
-        return CommandOutcome(None, f"timed out after {timeout:g} s")
-    except OSError as error:
-        return CommandOutcome(None, f"{argv[0]}: {error.strerror or error}")
-    return CommandOutcome(completed.returncode)

@@ -17,7 +17,8 @@ import shlex
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple, Optional, Protocol
+from dataclasses import dataclass
+from typing import BinaryIO, NamedTuple, Optional, Protocol
 
 from waagent_guard.errors import ServiceError
 
@@ -39,6 +40,20 @@ def describe_command(argv: Sequence[str]) -> str:
     return shlex.join(list(argv))
 
 
+def command_environment(
+    base_env: Optional[Mapping[str, str]] = None, extra_env: Optional[Mapping[str, str]] = None
+) -> dict[str, str]:
+    """The environment of every command the guard runs."""
+    env = dict(os.environ if base_env is None else base_env)
+    env.update(extra_env or {})
+    # Parsers expect English, untranslated output (systemctl, service, ip).
+    env["LC_ALL"] = "C"
+    # No pager and no colour even if a caller's environment asks for them.
+    env["SYSTEMD_PAGER"] = ""
+    env["SYSTEMD_COLORS"] = "0"
+    return env
+
+
 class SubprocessRunner:
     """Run argv lists with a timeout and `LC_ALL=C`; the only caller of `subprocess`."""
 
@@ -52,14 +67,7 @@ class SubprocessRunner:
         self._base_env = base_env
 
     def _environment(self) -> dict[str, str]:
-        env = dict(os.environ if self._base_env is None else self._base_env)
-        env.update(self._extra_env)
-        # Parsers below expect English, untranslated output (systemctl, service).
-        env["LC_ALL"] = "C"
-        # No pager and no colour even if a caller's environment asks for them.
-        env["SYSTEMD_PAGER"] = ""
-        env["SYSTEMD_COLORS"] = "0"
-        return env
+        return command_environment(self._base_env, self._extra_env)
 
     def __call__(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
         command = describe_command(argv)
@@ -102,3 +110,39 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.communicate()
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    returncode: Optional[int]
+    error: Optional[str] = None  # not found, timed out, ...: nothing was collected
+
+
+def run_command(
+    argv: Sequence[str], timeout: float, stdout: BinaryIO, stderr: BinaryIO
+) -> CommandOutcome:
+    """Run argv with its output going straight into files (memory stays bounded).
+
+    For the support bundle (journal, ps, ip route): same environment and process
+    group handling as `SubprocessRunner`, but the output may be large.
+    """
+    command = describe_command(argv)
+    log.debug("running %s into files (timeout %g s)", command, timeout)
+    try:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            env=command_environment(),
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        return CommandOutcome(None, f"{argv[0]}: command not found")
+    except OSError as error:
+        return CommandOutcome(None, f"{argv[0]}: {error.strerror or error}")
+    try:
+        return CommandOutcome(process.wait(timeout=timeout))
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        return CommandOutcome(None, f"timed out after {timeout:g} s")
