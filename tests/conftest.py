@@ -69,3 +69,4 @@ def _no_leaked_threads() -> Iterator[None]:
         thread.join(timeout=deadline)
     still = [t.name for t in leaked if t.is_alive()]
     assert not still, f"test leaked threads: {still}"
+

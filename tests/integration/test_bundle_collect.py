@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 import pytest
 
+from tests.privileges import require_nobody_python
 from waagent_guard.bundle import read_bundle
 from waagent_guard.bundle.command import BundleRequest, create_bundle
 from waagent_guard.bundle.redact import DEFAULT_RULES, SAS_SIGNATURE, SAS_URL
@@ -233,8 +234,7 @@ def test_permission_denied_files_are_skipped_when_run_as_nobody(tmp_path: Path) 
     import sys
     import tempfile
 
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to drop to nobody")
+    require_nobody_python()
     shared = Path(tempfile.mkdtemp(prefix="bundle-nobody-"))
     try:
         shared.chmod(0o755)

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import pytest
 
+from tests.privileges import require_nobody_python
 from waagent_guard.control import (
     ControlPermissionError,
     ControlProtocolError,
@@ -76,9 +77,9 @@ except Exception as error:
 
 def run_client_as(socket_path: Path, *, gid: int, groups: Optional[str] = None) -> dict[str, Any]:
     """Run the real client as uid nobody (and the given groups) in a subprocess."""
+    require_nobody_python()
     setpriv = shutil.which("setpriv")
-    if setpriv is None or os.geteuid() != 0:
-        pytest.skip("needs root and setpriv")
+    assert setpriv is not None
     group_flag = f"--groups={groups}" if groups else "--clear-groups"
     result = subprocess.run(
         [setpriv, f"--reuid={NOBODY}", f"--regid={gid}", group_flag,

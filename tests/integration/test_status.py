@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tests.integration.guard_harness import Guest, wait_for
+from tests.privileges import require_nobody_python
 from waagent_guard.cli import main
 from waagent_guard.demo.simagent import lay_demo_guest
 
@@ -99,6 +100,7 @@ def test_old_vmsnapshot_is_reported_with_integer_comparison(tmp_path: Path) -> N
 
 
 def test_non_root_user_sees_what_it_can_read_and_is_told_what_not() -> None:
+    require_nobody_python()
     top = Path(tempfile.mkdtemp(prefix="wg-nonroot-", dir="/tmp"))  # pytest's tmp is 0700
     try:
         _check_as_nobody(top)
