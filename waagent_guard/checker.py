@@ -29,10 +29,13 @@ class CheckWorker:
         poke: Callable[[], None],
         manager: Any = None,
         proc_root: Path = Path("/proc"),
+        log_signals: Callable[[], Any] = lambda: None,
     ) -> None:
         self._runner = runner
         self._poke = poke
         self._manager = manager
+        # The loop's frozen log signals: the doctor need not re-read 8 MiB of log.
+        self._log_signals = log_signals
         self._proc_root = proc_root
         self._lock = threading.Lock()  # guards the published results only
         self._pressure: queue.SimpleQueue[tuple[float, Optional[float], Optional[float]]] = (
@@ -54,7 +57,7 @@ class CheckWorker:
         while not self._stop.is_set():
             try:
                 self._feed_pressure()
-                findings = self._runner.run(manager=self._manager)
+                findings = self._runner.run(manager=self._manager, log_signals=self._log_signals())
                 samples = tuple(
                     CheckSample(f.code, f.status.value, f.duration_seconds, f.checked_at)
                     for f in findings

@@ -144,6 +144,11 @@ class Guard:
     def metrics_url(self) -> Optional[str]:
         return self.http.url if self.http is not None else None
 
+    def _published_log_signals(self) -> Optional[LogSignals]:
+        """For other threads: the frozen copy published with the last observation."""
+        observation = self.published.observation
+        return observation.log if observation is not None else None
+
     def restart_checks(self) -> None:
         """A new doctor worker with the current settings (after a reload)."""
         if self.checks is not None:
@@ -157,7 +162,11 @@ class Guard:
 
         runner = DoctorRunner(self.sysroot, self.settings, clock=self.clock)
         self.checks = CheckWorker(
-            runner, poke=self.loop.poke, manager=self.manager, proc_root=self.sysroot.proc
+            runner,
+            poke=self.loop.poke,
+            manager=self.manager,
+            proc_root=self.sysroot.proc,
+            log_signals=self._published_log_signals,
         )
         self.checks.start()
 
@@ -296,11 +305,21 @@ class Guard:
         """
         paths, self.pending_paths = self.pending_paths, set()
         self.dirty_since = None
-        log_dir = str(self.sysroot.path(self.settings.agent.log_path).parent)
-        if all(os.path.dirname(path) == log_dir for path in paths):
+        if all(self._read_at_tick(path) for path in paths):
             self._publish()
             return
         self.reconcile("files", ask_manager=False)
+
+    def _read_at_tick(self, path: str) -> bool:
+        """Changes that need no look before the tick: log lines (already read as they
+        came) and the agent's own status rewrites under history/ (every ~6 s)."""
+        if os.path.dirname(path) == str(self.sysroot.path(self.settings.agent.log_path).parent):
+            return True
+        observation = self.observation
+        if observation is None:
+            return False
+        history = os.path.join(str(self.sysroot.path(observation.config.lib_dir)), "history")
+        return path == history or path.startswith(history + os.sep)
 
     def _observe(self, *, ask_manager: bool = True) -> Observation:
         self._consume_log()
