@@ -264,6 +264,7 @@ def hyperfine(
     commands: Mapping[str, Sequence[str]], *, runs: int, warmup: int = 1
 ) -> Optional[dict[str, Any]]:
     """Wall times from hyperfine (`--output=pipe`, no shell), or None when it is absent."""
+    import shlex
     import shutil
     import tempfile
 
@@ -282,7 +283,7 @@ def hyperfine(
             f"--export-json={export}",
         ]
         for name, command in commands.items():
-            argv += ["--command-name", name, " ".join(command)]
+            argv += ["--command-name", name, shlex.join(command)]
         subprocess.run(argv, check=True, timeout=3600, env=clean_env(), stdout=subprocess.DEVNULL)
         results = json.loads(export.read_text())["results"]
     return {

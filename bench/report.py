@@ -21,7 +21,7 @@ def _load(name: str, quick: bool) -> Optional[dict[str, Any]]:
 
 
 def _mb(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{value / MB:.1f} MB"
+    return "n/a" if value is None else f"{value / MB:.1f} MiB"
 
 
 def _s(value: Optional[float]) -> str:
@@ -32,6 +32,10 @@ def _s(value: Optional[float]) -> str:
 
 def _met(value: Optional[bool]) -> str:
     return {True: "yes", False: "**no**", None: "n/a"}[value]
+
+
+def _pct(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.2f} %"
 
 
 def _x(value: Optional[float]) -> str:
@@ -58,10 +62,10 @@ def _idle(d: dict[str, Any]) -> list[str]:
     g = d["guard"]
     return [
         f"Idle CPU over {d['window_seconds']:.0f} s (% of one core)",
-        f"agent {a['agent']['percent_of_one_core']} %; node_exporter "
-        f"{a['node_exporter']['percent_of_one_core']} %",
-        f"{g['percent_of_one_core']} % (packaged, in the container: "
-        f"{g['in_container_percent_of_one_core']} %)",
+        f"agent {_pct(a['agent']['percent_of_one_core'])}; node_exporter "
+        f"{_pct(a['node_exporter']['percent_of_one_core'])}",
+        f"{_pct(g['percent_of_one_core'])} (packaged, in the container: "
+        f"{_pct(g['in_container_percent_of_one_core'])})",
         _x(d["ratio_guard_to_agent"]),
         _met(d["goal_met"]),
     ]

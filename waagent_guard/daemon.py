@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How much of waagent.log one wake-up reads at most.
+LOG_SLICE_BYTES = 4 * 1024 * 1024
+
 
 class Guard:
     """The daemon's state and decisions; `serve()` runs the loop."""
@@ -236,7 +239,7 @@ class Guard:
             if item == "control" and self.control is not None:
                 self.control.handle_ready()
         now = self.monotonic()
-        if wakeup.paths:
+        if wakeup.paths or (self.tailer is not None and self.tailer.more_pending):
             self._consume_log()
             self.pending_paths |= wakeup.paths
             if self.dirty_since is None:
@@ -286,7 +289,9 @@ class Guard:
         if self.tailer is None or self.parser is None:
             return
         try:
-            lines = self.tailer.read_lines()
+            # Bounded: a huge backlog is read a slice per wake-up (memory stays flat and
+            # the loop keeps serving its other sources and the watchdog in between).
+            lines = self.tailer.read_lines(max_bytes=LOG_SLICE_BYTES)
         except (GuardError, OSError) as error:
             log.warning("stopped following the agent log: %s (retrying at each tick)", error)
             self.tailer.close()
@@ -295,6 +300,8 @@ class Guard:
         for line in lines:
             for record in self.parser.feed(line):
                 self.signals.update(record)
+        if self.tailer.more_pending:
+            self.loop.poke()
 
     def _files_changed(self) -> None:
         """Debounced file events: cheap work only (the tick and pidfd cover the rest).

@@ -360,3 +360,29 @@ def test_read_recent_stops_decompressing_a_hostile_gzip(
         handle.write("z" * 9 + "\n" * 10_000)
     lines = list(read_recent(log, max_bytes=10_000, include_rotated=True))
     assert len(lines) < 200
+
+
+def test_a_bounded_read_takes_a_slice_and_says_more_is_pending(tmp_path: Path) -> None:
+    from waagent_guard.agent.log import LogTailer
+
+    path = tmp_path / "waagent.log"
+    path.write_text("")
+    tailer = LogTailer(path, from_start=True)
+    try:
+        line = "2023-03-13T15:44:04.906673Z INFO ExtHandler ExtHandler " + "x" * 100
+        with open(path, "a") as handle:
+            for number in range(20000):  # about 3 MB
+                handle.write(f"{line} {number}\n")
+        seen: list[str] = []
+        slices = 0
+        while True:
+            batch = tailer.read_lines(max_bytes=512 * 1024)
+            seen.extend(batch)
+            slices += 1
+            assert len(batch) * len(line) < 2 * 1024 * 1024  # never the whole backlog
+            if not tailer.more_pending:
+                break
+        assert slices > 3
+        assert [int(item.rsplit(" ", 1)[1]) for item in seen] == list(range(20000))
+    finally:
+        tailer.close()

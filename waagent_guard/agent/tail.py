@@ -67,6 +67,7 @@ class LogTailer:
     ) -> None:
         self.path = Path(path)
         self.max_line_bytes = max(1, max_line_bytes)
+        self.more_pending = False  # the last bounded read_lines() left data behind
         self._fd: Optional[int] = None
         self._identity: Optional[tuple[int, int]] = None
         self._offset = 0
@@ -92,19 +93,29 @@ class LogTailer:
     ) -> None:
         self.close()
 
-    def read_lines(self) -> list[str]:
-        """Complete lines written since the last call (without newlines), in file order."""
+    def read_lines(self, max_bytes: Optional[int] = None) -> list[str]:
+        """Complete lines written since the last call (without newlines), in file order.
+
+        With `max_bytes`, stop after about that much (memory stays bounded on a
+        huge backlog); `more_pending` then says another call has more to read.
+        """
         lines: list[str] = []
+        budget = [max_bytes]
+        self.more_pending = False
         # A few switches per call at most: each one needs a new file at the path.
         for _ in range(4):
             if self._fd is None and not self._open_path():
                 break
-            self._drain(lines)
+            if not self._drain(lines, budget):
+                self.more_pending = True
+                break
             current = self._path_identity()
             if current is None or current == self._identity:
                 break  # unchanged, or renamed/deleted and not recreated yet: keep the old fd
             # The path names another file now: whatever reached the old one came first.
-            self._drain(lines)
+            if not self._drain(lines, budget):
+                self.more_pending = True
+                break
             if self._partial:
                 lines.append(self._partial.decode("utf-8", "replace"))
             logger.info("%s: rotated; following the new file", self.path)
@@ -148,7 +159,8 @@ class LogTailer:
             return None
         return (status.st_dev, status.st_ino)
 
-    def _drain(self, lines: list[str]) -> None:
+    def _drain(self, lines: list[str], budget: list[Optional[int]]) -> bool:
+        """Read to the end of the file (True) or until `budget[0]` bytes are spent (False)."""
         fd = self._fd
         assert fd is not None
         if self._was_truncated(fd):
@@ -158,14 +170,18 @@ class LogTailer:
             self._mark = b""
             self._skip_to_newline = False
         while True:
+            if budget[0] is not None and budget[0] <= 0:
+                return False
             try:
                 chunk = os.pread(fd, READ_CHUNK_BYTES, self._offset)
             except OSError as error:
                 if error.errno in (errno.EAGAIN, errno.EINTR):
-                    break
+                    return True
                 raise _open_error(self.path, error) from error
             if not chunk:
-                break
+                return True
+            if budget[0] is not None:
+                budget[0] -= len(chunk)
             self._offset += len(chunk)
             self._mark = (self._mark + chunk[-MARK_BYTES:])[-MARK_BYTES:]
             self._consume(chunk, lines)

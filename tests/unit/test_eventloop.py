@@ -1,0 +1,91 @@
+"""The event loop's sources: file events, the agent's exit (pidfd), signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from waagent_guard.eventloop import EventLoop
+
+
+def wait_until(loop: EventLoop, predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    collected = set()
+    while time.monotonic() < deadline:
+        wakeup = loop.wait(0.2)
+        collected |= wakeup.paths
+        if predicate(wakeup, collected):
+            return wakeup, collected
+    raise AssertionError("the loop never reported the event")
+
+
+def test_writes_are_reported_but_our_own_reads_are_not(tmp_path: Path) -> None:
+    loop = EventLoop()
+    try:
+        target = tmp_path / "waagent.log"
+        target.write_text("one\n")
+        assert loop.watch_directories([(tmp_path, False)]) == []
+        with open(target, "a") as handle:
+            handle.write("two\n")
+        wait_until(loop, lambda _w, paths: str(target) in paths)
+        while loop.wait(0.5).paths:  # let the write's last events (close, dir) arrive
+            pass
+        for _ in range(20):  # reading must not wake the loop (it would spin)
+            target.read_text()
+        assert loop.wait(0.5).paths == set()
+    finally:
+        loop.close()
+
+
+def test_a_missing_directory_is_reported_not_fatal(tmp_path: Path) -> None:
+    loop = EventLoop()
+    try:
+        problems = loop.watch_directories([(tmp_path / "nope", True)])
+        assert len(problems) == 1 and "not a directory" in problems[0]
+    finally:
+        loop.close()
+
+
+def test_the_agent_exit_is_seen_through_its_pidfd() -> None:
+    loop = EventLoop()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        loop.watch_pid(child.pid)
+        assert loop.uses_pidfd
+        assert not loop.wait(0.1).agent_exited
+        child.kill()
+        wait_until(loop, lambda wakeup, _p: wakeup.agent_exited)
+    finally:
+        child.kill()
+        child.wait()
+        loop.close()
+
+
+def test_without_pidfd_a_short_proc_poll_sees_the_exit(tmp_path: Path) -> None:
+    fake_proc = tmp_path / "proc"
+    (fake_proc / "4242").mkdir(parents=True)
+    loop = EventLoop(proc_root=fake_proc, proc_poll_seconds=0.05)
+    loop._pidfd_supported = False  # a kernel without pidfd_open
+    try:
+        loop.watch_pid(4242)
+        assert loop.poll_interval == 0.05
+        assert not loop.wait(0.1).agent_exited
+        (fake_proc / "4242").rmdir()
+        assert loop.wait(1.0).agent_exited
+    finally:
+        loop.close()
+
+
+def test_signals_arrive_through_the_wakeup_socket() -> None:
+    loop = EventLoop()
+    loop.install_signal_handlers()
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        wakeup, _ = wait_until(loop, lambda w, _p: signal.SIGHUP in w.signals)
+        assert signal.SIGHUP in wakeup.signals
+    finally:
+        loop.close()
