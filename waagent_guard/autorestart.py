@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from waagent_guard.errors import UsageError, WriteError
-from waagent_guard.fsutil import atomic_write
+from waagent_guard.fsutil import atomic_write, make_directory
 from waagent_guard.service import ServiceManager, UnitState
 from waagent_guard.sysroot import Sysroot
 
@@ -86,13 +86,11 @@ def ensure_drop_in(
         return DropInResult(path, DROP_IN_TEXT, changed=False, reloaded=False)
     if dry_run:
         return DropInResult(path, DROP_IN_TEXT, changed=True, reloaded=False)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    except OSError as error:
-        raise WriteError(
-            f"{path.parent}: cannot create the drop-in directory: {error.strerror or error}; "
-            "run as root"
-        ) from error
+    make_directory(
+        path.parent,
+        mode=0o755,
+        hint="the agent unit's drop-ins go there: run as root, or move away a file in its way",
+    )
     atomic_write(path, data, mode=0o644)
     log.info("wrote %s", sysroot.host_path(path))
     if reload:

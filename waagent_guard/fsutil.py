@@ -86,3 +86,13 @@ def read_bounded(path: Path, limit: int) -> tuple[bytes, bool]:
     if len(data) > limit:
         return data[:limit], True
     return data, False
+
+
+def make_directory(path: Path, *, mode: int, hint: str) -> None:
+    """mkdir -p; a failure raises WriteError naming the directory and `hint` (the fix)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+    except OSError as error:
+        raise WriteError(
+            f"{path}: cannot create the directory ({error.strerror or error}); {hint}"
+        ) from error

@@ -27,8 +27,8 @@ from typing import Any, Callable, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from waagent_guard.agent.conf import ConfDocument, load_conf, set_conf_value
-from waagent_guard.errors import InputError, WriteError
-from waagent_guard.fsutil import atomic_write, read_bounded
+from waagent_guard.errors import InputError
+from waagent_guard.fsutil import atomic_write, make_directory, read_bounded
 from waagent_guard.logsetup import decision_fields
 from waagent_guard.timeutil import iso_utc
 
@@ -120,13 +120,7 @@ def _discard(path: Path, problem: str, quarantine: bool, clock: Callable[[], flo
 def save_state(path: Path, state: GuardState) -> None:
     """Write `state` atomically and durably, mode 0600 (raises WriteError)."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as error:
-        raise WriteError(
-            f"{path}: cannot create its directory ({error.strerror or error}); "
-            "check daemon.state_file"
-        ) from error
+    make_directory(path.parent, mode=0o700, hint="check daemon.state_file")
     data = json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
     atomic_write(path, data.encode("utf-8"), mode=0o600)
 

@@ -153,7 +153,7 @@ def test_a_file_where_the_directory_belongs_is_a_write_error(
     blocker = root.path(f"/etc/systemd/system/{UNIT}.d")
     blocker.parent.mkdir(parents=True)
     blocker.write_text("")
-    with pytest.raises(WriteError, match="cannot create the drop-in directory"):
+    with pytest.raises(WriteError, match="cannot create the directory"):
         ensure_drop_in(root, systemd(runner))
 
 

@@ -247,16 +247,19 @@ def _newest_status(directory: Path, problems: list[str]) -> Optional[ExtensionSt
     return parse_status_document(document, path, sequence, mtime, problems)
 
 
-def _handler_state(directory: Path, problems: list[str]) -> Optional[str]:
-    path = directory / HANDLER_STATE_FILE
+def _read_small(path: Path, problems: list[str]) -> Optional[str]:
+    """A small one-value file, stripped; None when absent or unreadable (reported)."""
     try:
-        text = _read_text(path, MAX_SMALL_FILE_BYTES).strip()
+        return _read_text(path, MAX_SMALL_FILE_BYTES).strip()
     except FileNotFoundError:
         return None
     except _Unreadable as error:
         problems.append(str(error))
         return None
-    return text or None
+
+
+def _handler_state(directory: Path, problems: list[str]) -> Optional[str]:
+    return _read_small(directory / HANDLER_STATE_FILE, problems) or None
 
 
 def _handler_status(directory: Path, problems: list[str]) -> Optional[str]:
@@ -333,12 +336,8 @@ def _agent_version(directory: Path, version: str, problems: list[str]) -> AgentV
 
 def _wireserver_endpoint(lib_dir: Path, problems: list[str]) -> Optional[str]:
     path = lib_dir / "WireServerEndpoint"
-    try:
-        text = _read_text(path, MAX_SMALL_FILE_BYTES).strip()
-    except FileNotFoundError:
-        return None
-    except _Unreadable as error:
-        problems.append(str(error))
+    text = _read_small(path, problems)
+    if text is None:
         return None
     try:
         return str(ipaddress.ip_address(text))
