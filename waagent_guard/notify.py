@@ -4,9 +4,11 @@ Owns what the daemon tells its service manager: READY=1, STATUS=, WATCHDOG=1,
 RELOADING=1 (with MONOTONIC_USEC= as systemd >= 253 wants), STOPPING=1, and how
 often the watchdog must be pinged (WATCHDOG_USEC / WATCHDOG_PID).
 
-`systemd.daemon.notify` (systemd-python) is used when it imports and would
-reach the same socket; otherwise a small pure-Python sender writes one datagram
-to NOTIFY_SOCKET (a path, or an abstract socket when it starts with "@").
+A small pure-Python sender writes one datagram to NOTIFY_SOCKET (a path, or an
+abstract socket when it starts with "@") with MSG_DONTWAIT, so a full socket
+drops a notification instead of stalling the loop. `systemd.daemon.notify`
+(systemd-python) is used only when asked for (`use_libsystemd=True`): it blocks
+on a full socket while holding the GIL, which would freeze scrapes too.
 Without NOTIFY_SOCKET every call is a no-op. Sending never raises: a failure is
 logged once, because a daemon must not die for want of a status line.
 See sd_notify(3) and https://systemd.io/NOTIFY/ (protocol description).
