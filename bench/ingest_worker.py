@@ -2,8 +2,9 @@
 
 `parse`: stream the file line by line through `RecordParser.feed` and
 `LogSignals.update`, the daemon's per-line work (daemon.Guard._consume_log).
-`tail`: the same, with lines read by `LogTailer(from_start=True).read_lines()` as
-the daemon reads them. Prints `{"lines": N, "records": M, "seconds": S}`.
+`tail`: the same, with lines read by `LogTailer(from_start=True).read_lines()` in
+bounded slices (`READ_SLICE_BYTES`), as the daemon reads them.
+Prints `{"lines": N, "records": M, "seconds": S}`.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ def main(argv: list[str]) -> int:
                     signals.update(record)
                     records += 1
     else:
+        from waagent_guard.agent.tail import READ_SLICE_BYTES
+
         with LogTailer(path, from_start=True) as tailer:
             while True:
-                batch = tailer.read_lines()
-                if not batch:
+                # As the daemon reads: one bounded slice per wake-up.
+                batch = tailer.read_lines(max_bytes=READ_SLICE_BYTES)
+                if not batch and not tailer.more_pending:
                     break
                 for line in batch:
                     lines += 1

@@ -24,6 +24,7 @@ from waagent_guard.agent.log import (
     RecordParser,
     guest_timezone,
 )
+from waagent_guard.agent.tail import READ_SLICE_BYTES
 from waagent_guard.cli import Context
 from waagent_guard.errors import GuardError
 from waagent_guard.eventloop import EventLoop, Wakeup
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
     from waagent_guard.lease import GuardState
 
 log = logging.getLogger(__name__)
-
-# How much of waagent.log one wake-up reads at most.
-LOG_SLICE_BYTES = 4 * 1024 * 1024
 
 
 class Guard:
@@ -291,7 +289,7 @@ class Guard:
         try:
             # Bounded: a huge backlog is read a slice per wake-up (memory stays flat and
             # the loop keeps serving its other sources and the watchdog in between).
-            lines = self.tailer.read_lines(max_bytes=LOG_SLICE_BYTES)
+            lines = self.tailer.read_lines(max_bytes=READ_SLICE_BYTES)
         except (GuardError, OSError) as error:
             log.warning("stopped following the agent log: %s (retrying at each tick)", error)
             self.tailer.close()

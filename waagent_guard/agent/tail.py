@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 1024 * 1024  # a longer line is returned in pieces of this size
 READ_CHUNK_BYTES = 256 * 1024
+# What a reader that must stay responsive takes per call (`read_lines(max_bytes=...)`).
+READ_SLICE_BYTES = 4 * 1024 * 1024
 MARK_BYTES = 64  # bytes before the offset re-checked on every read, to notice a rewrite
 MAX_DECOMPRESSED_BYTES = 512 * 1024 * 1024  # stop reading a (hostile) .gz beyond this
 _GZIP_MAGIC = b"\x1f\x8b"
