@@ -27,7 +27,7 @@ lint: venv
 clean:
 	rm -rf build dist out *.egg-info .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache
 
-# --- Packages and the end-to-end test (docs/readme/packaging.md) -------------
+# --- Packages and the end-to-end test (README: Install on a VM, Building the packages) -------------
 # `make wheelhouse` (network) fetches the pinned, hash-checked wheels; `make deb`
 # and `make rpm` then build OFFLINE from it. WHEELHOUSE must match PYTHON's minor.
 WHEELHOUSE ?= .cache/wheelhouse
