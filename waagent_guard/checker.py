@@ -59,7 +59,7 @@ class CheckWorker:
                 self._feed_pressure()
                 findings = self._runner.run(manager=self._manager, log_signals=self._log_signals())
                 samples = tuple(
-                    CheckSample(f.code, f.status.value, f.duration_seconds, f.checked_at)
+                    CheckSample(f.code, f.metric_value, f.duration_seconds, f.checked_at)
                     for f in findings
                 )
                 with self._lock:

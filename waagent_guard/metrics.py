@@ -25,7 +25,6 @@ from waagent_guard import __version__
 from waagent_guard.observe import HEALTH_EXIT_CODES, Observation, assess
 
 LOG_LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR")
-CHECK_STATUS_VALUES = {"ok": 0, "warn": 1, "fail": 2, "skipped": 3, "error": 3}
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class CheckSample:
     """One doctor check's latest result, as the daemon exports it."""
 
     code: str
-    status: str
+    value: int  # Finding.metric_value: 0 ok, 1 warn, 2 fail, 3 skipped or error
     duration_seconds: float
     last_run: float
 
@@ -136,7 +135,7 @@ def _check_families(data: MetricsInput, check_codes: Sequence[str]) -> Iterable[
     )
     for code in check_codes:
         sample = by_code.get(code)
-        status.add_metric([code], float(CHECK_STATUS_VALUES.get(sample.status, 3) if sample else 3))
+        status.add_metric([code], float(sample.value if sample else 3))
         duration.add_metric([code], sample.duration_seconds if sample else 0.0)
         last_run.add_metric([code], sample.last_run if sample else 0.0)
     ready = _gauge(
