@@ -6,6 +6,7 @@ import ipaddress
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,3 +71,15 @@ def _no_leaked_threads() -> Iterator[None]:
     still = [t.name for t in leaked if t.is_alive()]
     assert not still, f"test leaked threads: {still}"
 
+
+@pytest.fixture
+def unix_datagram(tmp_path: Path) -> Iterator[tuple[Path, socket.socket]]:
+    """A real AF_UNIX datagram socket bound in tmp_path (notify and journal receivers)."""
+    path = tmp_path / "receiver.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(5)
+    try:
+        yield path, sock
+    finally:
+        sock.close()

@@ -49,15 +49,8 @@ def parse_native(data: bytes) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[tuple[Path, socket.socket]]:
-    path = tmp_path / "journal.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(5)
-    try:
-        yield path, sock
-    finally:
-        sock.close()
+def journal(unix_datagram: tuple[Path, socket.socket]) -> tuple[Path, socket.socket]:
+    return unix_datagram
 
 
 @pytest.fixture

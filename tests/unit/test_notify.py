@@ -6,7 +6,6 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,9 @@ from waagent_guard.notify import Notifier, notify_address, watchdog_interval
 
 
 @pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(5)
-    try:
-        yield str(path), sock
-    finally:
-        sock.close()
+def notify_socket(unix_datagram: tuple[Path, socket.socket]) -> tuple[str, socket.socket]:
+    path, sock = unix_datagram
+    return str(path), sock
 
 
 def receive(sock: socket.socket) -> dict[str, str]:
