@@ -95,6 +95,9 @@ class Guard:
         self.watch_problems: list[str] = []
         self.last_decision: Optional[tuple[str, str]] = None
         self.lease_retry_at: Optional[float] = None
+        # A restart a control request asked for, run after its answer (verbose.py).
+        self.pending_manual_restart: Optional[str] = None
+        self.manual_restart_times: list[float] = []
         self._policy_state = self._load_policy_state()
 
     # -- start and stop --
@@ -236,6 +239,10 @@ class Guard:
         for item in wakeup.readable:
             if item == "control" and self.control is not None:
                 self.control.handle_ready()
+        if self.pending_manual_restart is not None:
+            from waagent_guard.verbose import run_pending_restart
+
+            run_pending_restart(self)  # the request was answered above
         now = self.monotonic()
         if wakeup.paths or (self.tailer is not None and self.tailer.more_pending):
             self._consume_log()

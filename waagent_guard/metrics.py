@@ -8,6 +8,8 @@ reasons, log levels, catalogue events, doctor checks).
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -152,8 +154,17 @@ def _agent_families(
     config = observation.config
     unit = observation.unit
     health = assess(observation).health
+    unknown = observation.unknown is not None and observation.daemon is None
     yield _gauge(
-        "waagent_up", "1 when the agent daemon process runs", _bool(observation.daemon is not None)
+        "waagent_guard_observation_ok",
+        "1 when the guard could read /proc and the service manager; 0: the agent's state is "
+        "unknown (the guard never acts on it)",
+        _bool(observation.unknown is None),
+    )
+    yield _gauge(
+        "waagent_up",
+        "1 when the agent daemon process runs (NaN: unknown, see waagent_guard_observation_ok)",
+        math.nan if unknown else _bool(observation.daemon is not None),
     )
     yield _gauge(
         "waagent_exthandler_up",
@@ -162,7 +173,7 @@ def _agent_families(
     )
     yield _gauge(
         "waagent_health_status",
-        "Agent health: 0 healthy, 1 degraded, 2 down",
+        "Agent health: 0 healthy, 1 degraded, 2 down, 4 unknown",
         float(HEALTH_EXIT_CODES[health]),
     )
     info = GaugeMetricFamily(

@@ -32,6 +32,7 @@ from waagent_guard.agent.log import LogSignals, guest_timezone, parse_records, r
 from waagent_guard.agent.process import (
     AgentProcess,
     PidfileState,
+    ProcessScanError,
     check_pidfile,
     find_agent_processes,
 )
@@ -47,8 +48,10 @@ log = logging.getLogger(__name__)
 # How much of the current waagent.log a one-shot status reads (the tail).
 RECENT_LOG_BYTES = 8 * 1024 * 1024
 
-HEALTHY, DEGRADED, DOWN = "healthy", "degraded", "down"
-HEALTH_EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, DOWN: 2}
+HEALTHY, DEGRADED, DOWN, UNKNOWN = "healthy", "degraded", "down", "unknown"
+# `unknown`: the guard could not look (an error reading /proc or asking the
+# service manager); never read as "down" (LSB's status code 4 is "unknown").
+HEALTH_EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, DOWN: 2, UNKNOWN: 4}
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,17 @@ class Observation:
     freeze_lock_age: Optional[float] = None
     conf_mtime: Optional[float] = None
     unreadable: tuple[str, ...] = field(default_factory=tuple)
+    proc_error: Optional[str] = None  # /proc could not be read: processes unknown
+    system_state: Optional[str] = None  # `systemctl is-system-running`, when asked
+
+    @property
+    def unknown(self) -> Optional[str]:
+        """Why the agent's state could not be observed, or None when it was."""
+        if self.proc_error is not None:
+            return self.proc_error
+        if self.unit_error is not None:
+            return f"the service manager failed: {self.unit_error}"
+        return None
 
     @property
     def daemon(self) -> Optional[AgentProcess]:
@@ -126,6 +140,8 @@ class Assessment:
 
 def assess(observation: Observation) -> Assessment:
     """Pure: the health verdict and the reasons a person should read first."""
+    if observation.unknown is not None and observation.daemon is None:
+        return Assessment(UNKNOWN, (f"cannot tell whether the agent runs: {observation.unknown}",))
     down: list[str] = []
     degraded: list[str] = []
     unit = observation.unit
@@ -240,7 +256,13 @@ def observe(
     config = agent_config(conf)
     lib_dir = sysroot.path(config.lib_dir)
     lib = scan_lib_dir(lib_dir, now=now)
-    processes = _processes_of(sysroot)
+    proc_error = None
+    try:
+        processes = _processes_of(sysroot)
+    except ProcessScanError as error:
+        proc_error = str(error)
+        processes = ()
+        log.warning("the agent's state is unknown: %s", error)
     pidfile = check_pidfile(sysroot.path(config.pid_file), sysroot.proc)
     log_path = sysroot.path(settings.agent.log_path)
     signals = log_signals
@@ -252,11 +274,14 @@ def observe(
             signals = LogSignals()
     unit = None
     unit_error = None
+    system_state = None
     if manager is not None:
         try:
             unit = manager.state()
+            asker = getattr(manager, "system_state", None)
+            system_state = asker() if asker is not None else None
         except Exception as error:  # a broken manager must not hide the rest
-            unit_error = str(error)
+            unit_error = str(error) or type(error).__name__
             log.warning("cannot read the agent unit's state: %s", error)
     return Observation(
         time=now,
@@ -277,4 +302,6 @@ def observe(
         freeze_lock_age=_freeze_lock_age(sysroot, now),
         conf_mtime=_mtime(conf_path),
         unreadable=_unreadable([conf_path, log_path, lib_dir], sysroot),
+        proc_error=proc_error,
+        system_state=system_state,
     )

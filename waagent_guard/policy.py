@@ -7,6 +7,12 @@ a `Decision` with the updated state. Nothing here reads files, runs commands or
 looks at a clock; the daemon carries out `decision.steps` and persists the
 state with `to_dict`/`from_dict`.
 
+Before any rule: an observation the guard could not make (an error listing
+/proc, EMFILE, the service manager failing) is `unknown`: nothing is decided,
+counted or given up, and no state changes; while systemd is booting or shutting
+down, or the agent's unit has a job queued or is (de)activating, the guard
+waits and looks again (systemd is already acting on the agent).
+
 Rules, in the order they apply while the agent daemon is down:
 1. restarting disabled (`restart.enabled = false`) -> none;
 2. after a give-up -> give_up again, until the agent has stayed up for
@@ -23,7 +29,9 @@ Rules, in the order they apply while the agent daemon is down:
 7. otherwise act: start / restart / reset-failed then start / remove a stale
    pidfile then start.
 A restart the policy decides is recorded in the returned state at once, so a
-restart that then fails still counts against the budget.
+restart that then fails still counts against the budget. Restarts on request
+(a verbose lease) never count: they are not crashes. Once the agent is seen
+running again, by any means, an earlier give-up clears at once.
 """
 
 from __future__ import annotations
@@ -74,8 +82,14 @@ RESTART_REASONS = (
 # Why the guard did not restart (decisions other than a restart).
 HOLD_REASONS = (
     "healthy", "restart_disabled", "waiting_for_systemd", "snapshot_in_progress", "backoff",
-    "rate_limited", "budget_exhausted",
+    "rate_limited", "budget_exhausted", "observation_unknown", "system_busy", "unit_busy",
 )
+# `systemctl is-system-running` values during which the guard never acts.
+SYSTEM_BUSY_STATES = frozenset({"initializing", "starting", "stopping"})
+# ActiveState values of a unit systemd is acting on.
+UNIT_BUSY_STATES = frozenset({"activating", "deactivating", "reloading"})
+# How soon to look again while systemd is busy with the agent or the system.
+BUSY_RECHECK_SECONDS = 2.0
 DECISION_REASONS = RESTART_REASONS + HOLD_REASONS
 
 # The agent blacklists a version relaunched 3 times within 300 s; the guard
@@ -94,6 +108,13 @@ class AgentHealth:
     daemon_running: bool
     pidfile_state: str = "absent"  # "absent" | "agent" | "dead" | "other" | "invalid"
     unit: Optional[UnitState] = None
+    # The agent's own pidfile check would make a new daemon exit at once (a live
+    # other PID, a zombie, `0`, `-1`): the pidfile must go before a start.
+    pidfile_blocks_start: bool = False
+    # None: the observation is complete. Otherwise why it is not (the processes or
+    # the unit could not be read): the agent's state is unknown.
+    unknown: Optional[str] = None
+    system_state: Optional[str] = None  # `systemctl is-system-running`, when known
     snapshot_in_progress: bool = False  # the VMSnapshot freeze lock file exists
     snapshot_age_seconds: Optional[float] = None  # age of the freeze lock
     vmsnapshot_transitioning: bool = False  # VMSnapshot's enable status is transitioning
@@ -112,6 +133,7 @@ class PolicyState:
     down_since: Optional[float] = None
     waiting_for_systemd_until: Optional[float] = None
     snapshot_since: Optional[float] = None  # first seen in progress (when its age is unknown)
+    gave_up_reason: Optional[str] = None  # the sentence logged with the give-up
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {item.name: getattr(self, item.name) for item in fields(self)}
@@ -132,6 +154,10 @@ class PolicyState:
                 if not isinstance(raw, list) or not all(_is_number(t) for t in raw):
                     raise _bad_key(source, item.name, "a list of epoch seconds", raw)
                 values[item.name] = tuple(float(t) for t in raw)
+            elif item.name == "gave_up_reason":
+                if not isinstance(raw, str):
+                    raise _bad_key(source, item.name, "a string or null", raw)
+                values[item.name] = raw[:1000]
             elif item.name == "backoff_level":
                 if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
                     raise _bad_key(source, item.name, "an integer >= 0", raw)
@@ -169,20 +195,50 @@ class Decision:
         return self.action in RESTARTING_ACTIONS
 
 
-def record_restart(state: PolicyState, now: float) -> PolicyState:
-    """Count a restart done on request ("manual") against the budget, without backoff."""
-    return replace(state, restart_times=(*state.restart_times, now), last_restart_time=now)
-
-
 def clear_give_up(state: PolicyState) -> PolicyState:
     """An operator's reset: forget the give-up and the backoff (history stays)."""
-    return replace(state, gave_up_since=None, backoff_level=0)
+    return replace(state, gave_up_since=None, gave_up_reason=None, backoff_level=0)
+
+
+def hold(health: AgentHealth, unit_busy_ok: bool = False) -> Optional[Decision]:
+    """The wait before any rule: unknown observation, systemd busy with the system or
+    the agent's unit. None when the rules may run."""
+    if health.unknown is not None:
+        return Decision(
+            WAIT, "observation_unknown",
+            f"the agent's state is unknown ({health.unknown}); not acting on it",
+            health.now + BUSY_RECHECK_SECONDS,
+        )
+    if health.system_state in SYSTEM_BUSY_STATES:
+        return Decision(
+            WAIT, "system_busy",
+            f"systemd is {health.system_state} (is-system-running); not acting on the agent "
+            "until it is done",
+            health.now + BUSY_RECHECK_SECONDS,
+        )
+    unit = health.unit
+    # `activating (auto-restart)` is systemd's RestartSec= wait, with no job yet: the
+    # waiting_for_systemd rule handles it (with a deadline), not this one.
+    if unit is not None and not unit_busy_ok and (
+        unit.job or (unit.active_state in UNIT_BUSY_STATES and unit.sub_state != "auto-restart")
+    ):
+        what = f"a {unit.job} job queued" if unit.job else unit.active_state
+        return Decision(
+            WAIT, "unit_busy",
+            f"systemd is acting on the agent's unit ({what}); looking again shortly",
+            health.now + BUSY_RECHECK_SECONDS,
+        )
+    return None
 
 
 def decide(
     health: AgentHealth, state: PolicyState, settings: RestartSettings
 ) -> tuple[Decision, PolicyState]:
     """The decision for `health` and the state to pass to the next call."""
+    if health.unknown is not None:
+        held = hold(health)
+        assert held is not None
+        return held, state  # nothing seen: nothing counted, nothing changed
     state = _normalise(state, health, settings)
     if health.daemon_running:
         return _while_running(health, state, settings)
@@ -223,15 +279,22 @@ def _while_running(
     stable_at = healthy_since + settings.healthy_reset_seconds
     wakes: list[float] = []
     message = "agent daemon running"
-    if state.gave_up_since is not None or state.backoff_level:
+    if state.gave_up_since is not None:
+        # Someone (a person, systemd) brought it back: crash protection resumes now,
+        # with only the restarts the agent's own 300 s rule still looks at.
+        state = replace(
+            state, gave_up_since=None, gave_up_reason=None,
+            restart_times=tuple(
+                t for t in state.restart_times if t > now - AGENT_RESTART_WINDOW_SECONDS
+            ),
+        )
+        message += "; running again after the guard gave up: restarting resumes"
+    if state.backoff_level:
         if now >= stable_at:
-            state = replace(state, gave_up_since=None, backoff_level=0)
-            message += f"; stable for {settings.healthy_reset_seconds} s, restart budget reset"
+            state = replace(state, backoff_level=0)
+            message += f"; stable for {settings.healthy_reset_seconds} s, backoff reset"
         else:
             wakes.append(stable_at)
-            if state.gave_up_since is not None:
-                message += "; still given up until it has been stable for " \
-                    f"{settings.healthy_reset_seconds} s"
     if settings.enabled and settings.stuck_restart and health.last_progress_time is not None:
         silent = now - health.last_progress_time
         if silent >= settings.stuck_after_seconds:
@@ -257,6 +320,9 @@ def _while_down(
             NONE, "restart_disabled",
             "agent daemon down; restarting is off (restart.enabled = false)",
         ), state
+    held = hold(health)
+    if held is not None:
+        return held, state
     if state.gave_up_since is not None:
         return _give_up(state, settings, "gave up earlier"), state
     action, reason, message = _classify(health)
@@ -266,7 +332,7 @@ def _while_down(
     # live process makes the agent exit at once, so waiting cannot help.
     if (
         unit is not None and unit.autorestart and not unit.start_limit_hit
-        and health.pidfile_state != "other"
+        and not health.pidfile_blocks_start and health.pidfile_state != "other"
     ):
         until = state.waiting_for_systemd_until
         if until is None:
@@ -289,18 +355,22 @@ def _while_down(
 def _classify(health: AgentHealth) -> tuple[str, str, str]:
     """(action, reason code, sentence) for an agent whose daemon is not running."""
     unit = health.unit
-    if health.pidfile_state in ("other", "dead"):
-        what = "another live process" if health.pidfile_state == "other" else "a dead process"
+    if health.pidfile_state == "other":
         return (
             REMOVE_STALE_PIDFILE_THEN_START, "stale_pidfile",
-            f"agent down and its pidfile names {what} (the agent refuses to start while the "
-            "pidfile names a live PID)",
+            "agent down and its pidfile names another live process (the agent refuses to "
+            "start while the pidfile names a live PID)",
         )
     if unit is not None and unit.start_limit_hit:
         return (
             RESET_FAILED_THEN_START, "start_limit_hit",
             "agent down and systemd refuses to start it (start limit hit)",
         )
+    if health.pidfile_state == "dead":
+        # A crash: the killed daemon left its pidfile naming its own dead PID.
+        action = START if unit is not None and unit.active_state in ("failed", "inactive") \
+            else RESTART
+        return action, "process_gone", "agent daemon process gone (its pidfile names a dead PID)"
     if unit is not None and unit.active_state == "failed":
         return START, "unit_failed", f"agent unit failed (result {unit.result or 'unknown'})"
     if unit is not None and unit.active_state == "inactive":
@@ -313,7 +383,7 @@ def _give_up(state: PolicyState, settings: RestartSettings, why: str) -> Decisio
         GIVE_UP, "budget_exhausted",
         f"GIVING UP restarting the agent ({why}: {settings.max_restarts} restarts within "
         f"{settings.window_seconds} s); fix the cause (journalctl, /var/log/waagent.log) "
-        f"and start it; restarts resume once it has run for {settings.healthy_reset_seconds} s",
+        "and start it; restarts resume as soon as it runs again",
     )
 
 
@@ -337,7 +407,8 @@ def _attempt(
         message += f"; snapshot overdue ({age:.0f} s), restarting anyway"
     in_window = [t for t in state.restart_times if t > now - settings.window_seconds]
     if len(in_window) >= settings.max_restarts:
-        return _give_up(state, settings, message), replace(state, gave_up_since=now)
+        decision = _give_up(state, settings, message)
+        return decision, replace(state, gave_up_since=now, gave_up_reason=decision.message)
     recent = [t for t in state.restart_times if t > now - AGENT_RESTART_WINDOW_SECONDS]
     if len(recent) >= AGENT_RESTART_LIMIT - 1:
         until = recent[-(AGENT_RESTART_LIMIT - 1)] + AGENT_RESTART_WINDOW_SECONDS
@@ -374,12 +445,10 @@ def backoff_delay(level: int, settings: RestartSettings) -> float:
 
 
 def _steps(action: str, health: AgentHealth) -> tuple[str, ...]:
-    if action == REMOVE_STALE_PIDFILE_THEN_START:
-        if health.unit is not None and health.unit.start_limit_hit:
-            return (STEP_REMOVE_STALE_PIDFILE, STEP_RESET_FAILED, STEP_START)
-        return (STEP_REMOVE_STALE_PIDFILE, STEP_START)
-    if action == RESET_FAILED_THEN_START:
-        return (STEP_RESET_FAILED, STEP_START)
-    if action == START:
-        return (STEP_START,)
-    return (STEP_RESTART,)
+    steps: list[str] = []
+    if health.pidfile_state in ("other", "dead") or health.pidfile_blocks_start:
+        steps.append(STEP_REMOVE_STALE_PIDFILE)
+    if health.unit is not None and health.unit.start_limit_hit:
+        steps.append(STEP_RESET_FAILED)
+    steps.append(STEP_RESTART if action in (RESTART, RESTART_STUCK) else STEP_START)
+    return tuple(steps)

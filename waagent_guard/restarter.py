@@ -56,7 +56,10 @@ def health_from(observation: Observation) -> AgentHealth:
         now=observation.time,
         daemon_running=observation.daemon is not None,
         pidfile_state=observation.pidfile.state,
+        pidfile_blocks_start=observation.pidfile.blocks_start,
         unit=observation.unit,
+        unknown=observation.unknown,
+        system_state=observation.system_state,
         snapshot_in_progress=observation.freeze_lock_age is not None,
         snapshot_age_seconds=observation.freeze_lock_age,
         vmsnapshot_transitioning=transitioning,
@@ -118,12 +121,16 @@ def _carry_out(guard: Guard, decision: Decision, observation: Observation) -> No
     for step in decision.steps:
         try:
             if step == STEP_REMOVE_STALE_PIDFILE:
-                path = observation.pidfile.path
+                pidfile = observation.pidfile
+                path = pidfile.path
+                if pidfile.state == "other":
+                    what = f"stale pidfile {observation.sysroot.host_path(path)} (PID " \
+                        f"{pidfile.pid} is not the agent)"
+                else:
+                    what = f"the crashed agent's leftover pidfile " \
+                        f"{observation.sysroot.host_path(path)} (PID {pidfile.pid} is gone)"
                 log.warning(
-                    "removing stale pidfile %s (PID %s is %s)",
-                    observation.sysroot.host_path(path),
-                    observation.pidfile.pid,
-                    "not the agent" if observation.pidfile.state == "other" else "gone",
+                    "removing %s%s", what, f": {pidfile.note}" if pidfile.note else "",
                     extra=decision_fields("stale_pidfile", decision.reason),
                 )
                 try:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from waagent_guard.errors import GuardError, UsageError
 from waagent_guard.lease import begin_lease, end_lease, expired, lease_summary
-from waagent_guard.policy import record_restart
 
 if TYPE_CHECKING:
     from waagent_guard.control import PeerCredentials
@@ -32,16 +31,48 @@ def user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
+# Restarts on request (lease on/off/expiry) are not crashes and never spend the
+# crash budget; they have their own limit so toggling cannot restart-loop the agent.
+MANUAL_RESTART_LIMIT = 6
+MANUAL_RESTART_WINDOW_SECONDS = 1800.0
+
+
+def manual_restart_refusal(times: list[float], now: float) -> Optional[str]:
+    """Why a restart on request is refused now (the separate limit), or None. Pure."""
+    recent = [t for t in times if now - MANUAL_RESTART_WINDOW_SECONDS < t <= now]
+    if len(recent) < MANUAL_RESTART_LIMIT:
+        return None
+    return (
+        f"not restarting the agent: {len(recent)} restarts on request within "
+        f"{MANUAL_RESTART_WINDOW_SECONDS:.0f} s (limit {MANUAL_RESTART_LIMIT}); the change "
+        "in waagent.conf applies at the agent's next start"
+    )
+
+
 def restart_agent_manually(guard: Guard, why: str) -> Optional[str]:
     """Restart the agent so a conf change takes effect; returns an error text or None."""
+    now = guard.clock()
+    times = [t for t in guard.manual_restart_times if now - MANUAL_RESTART_WINDOW_SECONDS < t]
+    refusal = manual_restart_refusal(times, now)
+    if refusal is not None:
+        log.warning("%s", refusal)
+        return refusal
     try:
         guard.manager.restart()
     except GuardError as error:
         log.error("restart after %s failed: %s", why, error)
         return str(error)
+    guard.manual_restart_times = [*times, now]
     guard.restarts_by_reason["manual"] = guard.restarts_by_reason.get("manual", 0) + 1
-    guard.save_policy_state(record_restart(guard.policy_state, guard.clock()))
     return None
+
+
+def run_pending_restart(guard: Guard) -> None:
+    """The restart a control request asked for, after its answer was sent."""
+    why, guard.pending_manual_restart = guard.pending_manual_restart, None
+    if why is not None:
+        restart_agent_manually(guard, why)
+        guard.reconcile(why)
 
 
 def expire_if_due(guard: Guard) -> None:
@@ -107,16 +138,22 @@ def handle_request(guard: Guard, request: dict[str, Any], peer: PeerCredentials)
 
 
 def _answer(guard: Guard, changed: bool, restart: bool, why: str) -> dict[str, Any]:
-    restarted = False
+    """Answer now; the restart (if any) follows the answer in the same wake-up."""
     error = None
+    requested = False
     if changed and restart:
-        error = restart_agent_manually(guard, why)
-        restarted = error is None
-    guard.reconcile(why)
+        now = guard.clock()
+        error = manual_restart_refusal(guard.manual_restart_times, now)
+        if error is None:
+            guard.pending_manual_restart = why
+            requested = True
+    if not requested:
+        guard.reconcile(why)
     return {
         "ok": error is None,
         "error": error,
         "changed": changed,
-        "restarted": restarted,
+        "restarted": requested,
+        "restart": "requested" if requested else None,
         "lease": lease_summary(guard.state_path),
     }

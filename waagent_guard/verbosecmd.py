@@ -64,7 +64,10 @@ def _report(context: Context, answer: dict[str, Any], what: str) -> int:
         raise GuardError(f"{what}: {answer.get('error') or 'the daemon refused'}")
     lease = answer.get("lease")
     changed = "changed" if answer.get("changed") else "already set"
-    restarted = "agent restarted" if answer.get("restarted") else "agent not restarted"
+    if answer.get("restart") == "requested":
+        restarted = "agent restart requested"
+    else:
+        restarted = "agent restarted" if answer.get("restarted") else "agent not restarted"
     line = f"{what}: Logs.Verbose {changed}, {restarted}"
     if lease:
         line += f"; reverts at {lease['expires_at_iso']}"

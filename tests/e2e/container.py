@@ -47,7 +47,10 @@ def wait_for(
 class Container:
     """One booted copy of `base_root`, living under `workdir`."""
 
-    def __init__(self, base_root: Path, workdir: Path, artifacts: Path) -> None:
+    def __init__(
+        self, base_root: Path, workdir: Path, artifacts: Path, *, machine: str = "wg-e2e"
+    ) -> None:
+        self.machine = machine
         self.base_root = base_root
         self.workdir = workdir
         self.root = workdir / "root"
@@ -79,7 +82,7 @@ class Container:
             "--keep-unit",
             "--console=pipe",
             "--private-network",  # never boot without it: only `lo` inside
-            "--machine=wg-e2e",
+            f"--machine={self.machine}",
             "--",
             "systemd.show_status=true",
         ]  # fmt: skip

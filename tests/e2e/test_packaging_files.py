@@ -46,15 +46,16 @@ def test_packaged_guard_toml_is_the_rendered_defaults_all_commented_out() -> Non
     assert active == []
 
 
-def test_unit_is_a_notify_service_with_watchdog_after_the_agent() -> None:
+def test_unit_is_a_notify_service_with_watchdog_not_ordered_against_the_agent() -> None:
     service = _unit()["Service"]
     assert service["Type"] == "notify"
     assert service["ExecStart"] == "/usr/bin/waagent-guard run"
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["WatchdogSec"] == "60"
     assert service["Restart"] == "on-failure"
-    after = _unit()["Unit"]["After"].split()
-    assert "walinuxagent.service" in after and "waagent.service" in after
+    unit = _unit()["Unit"]
+    ordering = " ".join(unit.get(key, "") for key in ("After", "Before", "Requires", "Wants"))
+    assert "walinuxagent.service" not in ordering and "waagent.service" not in ordering
 
 
 def test_unit_hardening_is_on_and_each_relaxation_says_why() -> None:

@@ -22,7 +22,6 @@ from waagent_guard.policy import (
     backoff_delay,
     clear_give_up,
     decide,
-    record_restart,
 )
 from waagent_guard.service import UnitState
 from waagent_guard.settings import RestartSettings
@@ -158,8 +157,68 @@ def test_pidfile_naming_a_dead_process_waits_for_systemd_first() -> None:
     decision, state = run(down(10.0, AUTO_RESTARTING, pidfile_state="dead"))
     assert decision.action == "wait"
     decision, _ = run(down(20.0, AUTO_RESTARTING, pidfile_state="dead"), state)
-    assert decision.action == "remove_stale_pidfile_then_start"
-    assert "a dead process" in decision.message
+    assert decision.reason == "process_gone"
+    assert decision.steps[0] == "remove_stale_pidfile"
+    assert "dead PID" in decision.message
+
+
+def test_kill_9_next_to_debians_agent_is_a_crash_not_a_stale_pidfile() -> None:
+    """Issue 10 item 4: the killed daemon leaves its pidfile naming its dead PID; the
+    unit (Restart=no) is failed. That is `process_gone`, removing the pidfile a step."""
+    failed = UnitState(active_state="failed", sub_state="failed", result="signal", restart="no")
+    decision, _ = run(down(10.0, failed, pidfile_state="dead"))
+    assert decision.reason == "process_gone"
+    assert decision.steps == ("remove_stale_pidfile", "start")
+    active = replace(RUNNING, restart="no")  # still active: the process is just gone
+    decision, _ = run(down(10.0, active, pidfile_state="dead"))
+    assert (decision.reason, decision.steps) == ("process_gone", ("remove_stale_pidfile", "restart"))
+
+
+def test_a_zombie_in_the_pidfile_is_removed_without_waiting_for_systemd() -> None:
+    """A zombie is dead, but the agent's own check would take it as running."""
+    decision, _ = run(down(10.0, AUTO_RESTARTING, pidfile_state="dead", pidfile_blocks_start=True))
+    assert decision.reason == "process_gone"
+    assert decision.steps[0] == "remove_stale_pidfile"
+
+
+# -- issue 14 item 1 / issue 10 item 1: never act on unknown or while systemd is busy --
+
+@pytest.mark.parametrize("unit", [None, INACTIVE, NO_RESTART_FAILED, RUNNING])
+def test_an_unknown_observation_never_restarts_counts_or_gives_up(
+    unit: Optional[UnitState],
+) -> None:
+    state = PolicyState(restart_times=(1.0, 2.0, 3.0))  # a restart now would give up
+    for now in (10.0, 400.0, 5000.0):
+        decision, new = run(down(now, unit, unknown="cannot list /proc: Too many open files"),
+                            state)
+        assert (decision.action, decision.reason) == ("wait", "observation_unknown")
+        assert new == state
+        assert "unknown" in decision.message and decision.wait_until is not None
+
+
+@pytest.mark.parametrize("system", ["starting", "initializing", "stopping"])
+def test_the_guard_never_acts_while_systemd_is_booting_or_stopping(system: str) -> None:
+    decision, state = run(down(10.0, INACTIVE, system_state=system))
+    assert (decision.action, decision.reason) == ("wait", "system_busy")
+    assert state.restart_times == ()
+    assert decision.wait_until is not None and decision.wait_until > 10.0
+    decision, _ = run(down(12.0, INACTIVE, system_state="running"), state)
+    assert decision.reason == "unit_inactive"  # booted: now it acts
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        replace(INACTIVE, job="start"),  # Debian's agent queued behind multi-user.target
+        UnitState(active_state="activating", sub_state="start", restart="no"),
+        UnitState(active_state="deactivating", sub_state="stop-sigterm", restart="no"),
+        replace(RUNNING, job="restart"),
+    ],
+)
+def test_the_guard_waits_while_the_agents_unit_has_a_job_or_is_changing(unit: UnitState) -> None:
+    decision, state = run(down(10.0, unit, system_state="running"))
+    assert (decision.action, decision.reason) == ("wait", "unit_busy")
+    assert state.restart_times == ()
 
 
 def test_stale_pidfile_with_start_limit_hit_also_resets_the_unit() -> None:
@@ -279,21 +338,29 @@ def test_budget_window_slides() -> None:
     assert decision.action == "give_up"
 
 
-def test_give_up_clears_after_the_agent_stays_healthy() -> None:
+def test_give_up_clears_as_soon_as_the_agent_is_seen_running() -> None:
+    """Issue 10 item 3: started by hand or by systemd, crash protection resumes at once."""
     state = PolicyState(restart_times=(0.0, 5.0, 300.0), backoff_level=3,
-                        last_restart_time=300.0, gave_up_since=600.0)
+                        last_restart_time=300.0, gave_up_since=600.0,
+                        gave_up_reason="GIVING UP ...")
     decision, state = run(up(700.0), state)
     assert decision.action == "none"
-    assert "still given up" in decision.message
-    assert decision.wait_until == 700.0 + 1800.0
+    assert "restarting resumes" in decision.message
+    assert (state.gave_up_since, state.gave_up_reason) == (None, None)
+    assert state.restart_times == ()  # none within the agent's 300 s rule
     decision, _ = run(down(800.0), state)
-    assert decision.action == "give_up"
+    assert decision.restarts  # the next real crash is repaired (after the backoff)
     decision, state = run(up(2500.0), state)
-    assert state.gave_up_since is None
     assert state.backoff_level == 0
-    assert "restart budget reset" in decision.message
-    decision, _ = run(down(2600.0), state)
-    assert decision.action == "restart"
+    assert "backoff reset" in decision.message
+
+
+def test_the_give_up_keeps_its_reason_for_status() -> None:
+    state = PolicyState(restart_times=(0.0, 400.0, 800.0))
+    decision, state = run(down(900.0), state)
+    assert decision.action == "give_up"
+    assert state.gave_up_reason == decision.message
+    assert PolicyState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
 
 
 def test_backoff_level_resets_after_a_stable_period() -> None:
@@ -309,12 +376,6 @@ def test_backoff_level_resets_after_a_stable_period() -> None:
 def test_clear_give_up_is_an_operators_reset() -> None:
     state = clear_give_up(PolicyState(gave_up_since=5.0, backoff_level=4, restart_times=(1.0,)))
     assert (state.gave_up_since, state.backoff_level, state.restart_times) == (None, 0, (1.0,))
-
-
-def test_manual_restarts_count_against_the_budget() -> None:
-    state = record_restart(record_restart(PolicyState(), 0.0), 10.0)
-    decision, _ = run(down(20.0), state)
-    assert decision.reason == "rate_limited"
 
 
 def test_a_clock_set_back_does_not_block_restarts_forever() -> None:
@@ -438,6 +499,8 @@ def test_no_history_makes_the_guard_restart_too_often(
     now = 1_000_000.0
     state = PolicyState()
     restarts: list[float] = []
+    resumed_at = -1.0  # the agent ran again after a give-up: the budget starts over
+    budget: list[float] = []
     for gap, running, unit, pidfile, lock, lock_age, transitioning, progress_age in steps:
         now += gap
         health = AgentHealth(
@@ -447,7 +510,11 @@ def test_no_history_makes_the_guard_restart_too_often(
             vmsnapshot_transitioning=transitioning,
             last_progress_time=None if progress_age is None else now - progress_age,
         )
+        gave_up = state.gave_up_since is not None
         decision, state = decide(health, state, settings)
+        if gave_up and state.gave_up_since is None:
+            assert running
+            resumed_at = now
         state = PolicyState.from_dict(json.loads(json.dumps(state.to_dict())))
         assert decision.action in DECISION_ACTIONS
         assert decision.reason in DECISION_REASONS
@@ -455,12 +522,14 @@ def test_no_history_makes_the_guard_restart_too_often(
             assert decision.reason in RESTART_REASONS
             assert decision.steps
             restarts.append(now)
+            budget.append(now)
         else:
             assert decision.steps == ()
             if decision.wait_until is not None:
                 assert decision.wait_until >= now
-    for index, moment in enumerate(restarts):
-        in_window = [t for t in restarts[: index + 1] if t > moment - settings.window_seconds]
+        budget = [t for t in budget if t > resumed_at]
+        in_window = [t for t in budget if t > now - settings.window_seconds]
         assert len(in_window) <= settings.max_restarts
+    for index, moment in enumerate(restarts):
         if index >= 2:
             assert moment - restarts[index - 2] >= 300.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import os
 import signal
 import subprocess
@@ -15,6 +17,7 @@ import pytest
 from waagent_guard.agent.process import (
     AgentProcess,
     check_pidfile,
+    ProcessScanError,
     classify_cmdline,
     find_agent_processes,
 )
@@ -99,6 +102,15 @@ def add_process(
         ("python3", "/usr/sbin/waagent", "--daemon"),
         ("/usr/sbin/waagent", "-daemon"),
         ("python3", "-W", "ignore", "-u", "/usr/sbin/waagent", "-daemon"),
+        # Issue 10 item 2: every interpreter the agent is launched with.
+        ("/usr/libexec/platform-python", "-u", "/usr/sbin/waagent", "-daemon"),  # RHEL 8
+        ("/usr/bin/python2.7", "-u", "/usr/sbin/waagent", "-daemon"),
+        ("/usr/bin/python3.12", "-u", "/usr/sbin/waagent", "-daemon"),
+        ("/usr/bin/env", "python3", "/usr/sbin/waagent", "-daemon"),  # `#!/usr/bin/env python3`
+        ("/usr/bin/env", "-i", "A=1", "python3", "-u", "/usr/sbin/waagent", "-daemon"),
+        ("/usr/bin/python3", "/usr/sbin/waagent", "-daemon", "-configuration-path:/etc/w.conf"),
+        ("python3", "/usr/sbin/waagent", "-verbose", "-daemon"),
+        ("python3", "/usr/sbin/waagent", "/daemon"),
     ],
 )
 def test_daemon_is_recognised_by_command_line(argv: tuple[str, ...]) -> None:
@@ -111,6 +123,22 @@ def test_egg_exthandler_takes_its_version_from_the_egg_name() -> None:
         "exthandler",
         None,
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "version"),
+    [
+        (("/usr/libexec/platform-python", "-u", "/usr/sbin/waagent", "-run-exthandlers"), None),
+        (("python2.7", "-u", "bin/WALinuxAgent-2.1.5.rc3-py2.7.egg", "-run-exthandlers"),
+         "2.1.5.rc3"),
+        (("/usr/bin/python3.11", "-u", "bin/WALinuxAgent-2.15.0.1-py3.12.egg",
+          "-run-exthandlers", "-configuration-path:/etc/waagent.conf"), "2.15.0.1"),
+    ],
+)
+def test_exthandler_is_recognised_for_every_launch_form(
+    argv: tuple[str, ...], version: str | None
+) -> None:
+    assert classify_cmdline(argv) == ("exthandler", version)
 
 
 def test_egg_daemon_takes_its_version_from_the_egg_name() -> None:
@@ -131,6 +159,15 @@ def test_egg_daemon_takes_its_version_from_the_egg_name() -> None:
         ("python3", "-c", "print('/usr/sbin/waagent -daemon')"),
         ("python3", "/usr/sbin/not-waagent-at-all", "-daemon"),
         ("sleep", "100"),
+        ("tail", "-f", "/var/log/waagent.log", "-daemon"),
+        ("grep", "waagent", "-daemon"),
+        ("/usr/bin/less", "/usr/sbin/waagent", "-daemon"),
+        ("/usr/libexec/platform-python", "-u", "/usr/sbin/waagent", "-collect-logs", "-full"),
+        ("python3", "/usr/sbin/waagent", "-daemon", "-collect-logs"),  # the last command wins
+        ("python3", "/usr/sbin/waagent", "-daemon", "-bogus"),  # unknown: help, stop
+        ("/usr/lib/waagent-guard/venv/bin/python3", "/usr/bin/waagent-guard", "run"),
+        ("/usr/bin/env", "python3", "-m", "waagent_guard", "run"),
+        ("/usr/bin/env",),
     ],
 )
 def test_other_command_lines_are_not_the_agent(argv: tuple[str, ...]) -> None:
@@ -202,8 +239,27 @@ def test_process_vanishing_mid_read_is_skipped(tmp_path: Path) -> None:
     assert find_agent_processes(proc, clock_ticks=TICKS) == ()
 
 
-def test_unreadable_proc_root_finds_nothing(tmp_path: Path) -> None:
-    assert find_agent_processes(tmp_path / "no-proc") == ()
+def test_unreadable_proc_root_is_an_error_not_an_empty_answer(tmp_path: Path) -> None:
+    """Issue 14 item 1: not seeing the agent is not "the agent is gone"."""
+    with pytest.raises(ProcessScanError, match="cannot list"):
+        find_agent_processes(tmp_path / "no-proc")
+
+
+def test_emfile_reading_a_process_is_an_error_not_an_empty_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = make_proc(tmp_path)
+    add_process(proc, 499, DAEMON_ARGV)
+    real_open = open
+
+    def no_fds(path: object, *args: object, **kwargs: object) -> object:
+        if str(path).endswith("cmdline"):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", no_fds)
+    with pytest.raises(ProcessScanError, match="Too many open files"):
+        find_agent_processes(proc)
 
 
 # --- pidfile --------------------------------------------------------------------------
@@ -255,12 +311,75 @@ def test_pidfile_naming_a_process_that_just_exited_is_dead(tmp_path: Path) -> No
     assert check_pidfile(pidfile, proc).state == "dead"
 
 
-@pytest.mark.parametrize("content", [b"", b"abc", b"-5", b"0", b"12 34", b"9" * 100, b"\xff"])
+@pytest.mark.parametrize("content", [b"", b"abc", b"12 34", b"1.5", b"0x10"])
 def test_pidfile_without_a_pid_is_invalid(tmp_path: Path, content: bytes) -> None:
     pidfile = tmp_path / "waagent.pid"
     pidfile.write_bytes(content)
     state = check_pidfile(pidfile, make_proc(tmp_path))
     assert (state.state, state.pid) == ("invalid", None)
+    assert not state.agent_sees_alive  # int() fails: the agent overwrites it and runs
+
+
+# Issue 12 item 9: contents the agent's check_pid (os.kill(int(text), 0)) treats as alive.
+@pytest.mark.parametrize(
+    ("content", "state", "pid"),
+    [
+        (b"0", "other", 0),  # kill(0, 0): the agent's own process group, always "alive"
+        (b"-1", "other", -1),  # kill(-1, 0): every process, "alive"
+        (b"9" * 100, "invalid", None),  # OverflowError in os.kill: the daemon dies at start
+        (b"\xff", "invalid", None),  # strict UTF-8 decode fails: the daemon dies at start
+    ],
+)
+def test_pidfile_contents_the_agent_takes_as_alive_block_its_start(
+    tmp_path: Path, content: bytes, state: str, pid: int | None
+) -> None:
+    pidfile = tmp_path / "waagent.pid"
+    pidfile.write_bytes(content)
+    found = check_pidfile(pidfile, make_proc(tmp_path))
+    assert (found.state, found.pid) == (state, pid)
+    assert found.agent_sees_alive and found.blocks_start
+    assert found.note
+
+
+@pytest.mark.parametrize("content", [b"+501", b" 501\n", b"5_01", b"\n0501\n"])
+def test_pidfile_is_read_with_int_as_the_agent_reads_it(tmp_path: Path, content: bytes) -> None:
+    proc = make_proc(tmp_path)
+    add_process(proc, 501, ("/usr/bin/python3", "-u", "/usr/sbin/waagent", "-daemon"))
+    pidfile = tmp_path / "waagent.pid"
+    pidfile.write_bytes(content)
+    found = check_pidfile(pidfile, proc)
+    assert (found.state, found.pid) == ("agent", 501)
+    assert not found.blocks_start
+
+
+def test_pidfile_naming_a_negative_group_follows_kill(tmp_path: Path) -> None:
+    proc = make_proc(tmp_path)
+    add_process(proc, 777, ("sleep", "100"))  # pgrp 777 (field 5 = pid in add_process)
+    pidfile = tmp_path / "waagent.pid"
+    pidfile.write_text("-777")
+    assert check_pidfile(pidfile, proc).state == "other"
+    pidfile.write_text("-778")
+    found = check_pidfile(pidfile, proc)
+    assert found.state == "dead" and not found.blocks_start
+
+
+def test_pidfile_naming_a_zombie_is_dead_but_blocks_the_agents_start(tmp_path: Path) -> None:
+    """Issue 10 item 4: State Z is dead (no agent runs); the agent's kill(pid, 0) still
+    succeeds, so the pidfile must be removed before a start."""
+    proc = make_proc(tmp_path)
+    add_process(proc, 600, ("/usr/bin/python3", "-u", "/usr/sbin/waagent", "-daemon"), state="Z")
+    pidfile = tmp_path / "waagent.pid"
+    pidfile.write_text("600")
+    found = check_pidfile(pidfile, proc)
+    assert (found.state, found.pid) == ("dead", 600)
+    assert found.blocks_start and "zombie" in (found.note or "")
+
+
+def test_pidfile_that_is_a_directory_is_ignored_like_the_agent_does(tmp_path: Path) -> None:
+    pidfile = tmp_path / "waagent.pid"
+    pidfile.mkdir()
+    found = check_pidfile(pidfile, make_proc(tmp_path))
+    assert found.state == "invalid" and not found.blocks_start
 
 
 def test_pidfile_that_is_a_directory_is_invalid(tmp_path: Path) -> None:

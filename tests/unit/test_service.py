@@ -51,10 +51,12 @@ class Fake:
     def set_unit(self, unit: str, text: str) -> None:
         self._write(f"units/{unit}", text)
 
-    def set_exit(self, verb: str, code: int, stderr: str = "") -> None:
+    def set_exit(self, verb: str, code: int, stderr: str = "", stdout: str = "") -> None:
         self._write(f"exit/{verb}", str(code))
         if stderr:
             self._write(f"stderr/{verb}", stderr)
+        if stdout:
+            self._write(f"stdout/{verb}", stdout)
 
     def set_after(self, verb: str, unit: str, text: str) -> None:
         self._write(f"after/{verb}/{unit}", text)
@@ -219,9 +221,10 @@ def test_systemd_state_asks_for_every_property(fake: Fake) -> None:
 @pytest.mark.parametrize(
     ("method", "argv"),
     [
-        ("start", ["start", "waagent.service"]),
-        ("restart", ["restart", "waagent.service"]),
-        ("stop", ["stop", "waagent.service"]),
+        # Issue 10 item 5: actions only enqueue a job; the next look verifies.
+        ("start", ["start", "--no-block", "waagent.service"]),
+        ("restart", ["restart", "--no-block", "waagent.service"]),
+        ("stop", ["stop", "--no-block", "waagent.service"]),
         ("reset_failed", ["reset-failed", "waagent.service"]),
         ("daemon_reload", ["daemon-reload"]),
     ],
@@ -244,8 +247,26 @@ def test_systemd_failure_reports_command_exit_code_and_stderr(fake: Fake) -> Non
     with pytest.raises(ServiceError) as raised:
         systemd(fake, "waagent.service").start()
     message = str(raised.value)
-    assert "systemctl start waagent.service` failed (exit 1): See journal." in message
+    assert "systemctl start --no-block waagent.service` failed (exit 1): See journal." in message
     assert "journalctl -u waagent.service" in message
+
+
+@pytest.mark.parametrize("answer", ["starting", "running", "degraded", "stopping"])
+def test_systemd_system_state_is_is_system_running(fake: Fake, answer: str) -> None:
+    fake.set_exit("is-system-running", 0 if answer == "running" else 1, stdout=answer + "\n")
+    assert systemd(fake).system_state() == answer
+
+
+def test_systemd_system_state_that_makes_no_sense_is_an_error(fake: Fake) -> None:
+    fake.set_exit("is-system-running", 1, stdout="Failed to connect to bus\n")
+    with pytest.raises(ServiceError, match="is-system-running"):
+        systemd(fake).system_state()
+
+
+def test_systemd_job_is_read_from_show() -> None:
+    assert unit_state_from_show({"ActiveState": "inactive", "Job": "17 start"}).job == "start"
+    assert unit_state_from_show({"ActiveState": "inactive", "Job": "17"}).job == "pending"
+    assert unit_state_from_show({"ActiveState": "inactive", "Job": ""}).job is None
 
 
 def test_systemd_failure_without_output_says_so(fake: Fake) -> None:

@@ -30,18 +30,60 @@ PIDFILE_DEAD = "dead"
 PIDFILE_OTHER = "other"
 PIDFILE_INVALID = "invalid"
 
-INTERPRETER_PATTERN = re.compile(r"^python(\d+(\.\d+)*)?$")
-# `WALinuxAgent-2.15.0.1-py3.12.egg` (auto-updated) or `WALinuxAgent-2.2.45.egg`.
-EGG_PATTERN = re.compile(r"^WALinuxAgent-(\d+(?:\.\d+)*)(?:-py\d+(?:\.\d+)*)?\.egg$")
+# Any Python the agent is launched with: its units run `python`, `python3`,
+# RHEL 8's `/usr/libexec/platform-python`, and `run_latest` replaces a leading
+# `python` with the daemon's own `sys.executable` (python2.7, python3.12, a
+# debug build `python3.11d`, pypy). Matched on the basename.
+INTERPRETER_PATTERN = re.compile(
+    r"^(?:platform-)?(?:python|pypy)(?:\d+(?:\.\d+)*)?(?:[dmu]+)?(?:-(?:dbg|debug))?$"
+)
+# `#!/usr/bin/env python3` runs `env [-i] [-u NAME] [NAME=VALUE...] python3 SCRIPT ...`.
+ENV_LAUNCHER = "env"
+ENV_OPTIONS_WITH_VALUE = frozenset({"-u", "--unset", "-C", "--chdir", "-S", "--split-string"})
+# `WALinuxAgent-2.15.0.1-py3.12.egg` (auto-updated), `WALinuxAgent-2.2.45.egg`, and
+# pre-release builds such as `WALinuxAgent-2.1.5.rc3-py2.7.egg` (makepkg names the egg
+# after AGENT_LONG_VERSION, whatever the version string holds).
+EGG_PATTERN = re.compile(
+    r"^WALinuxAgent-(\d+(?:\.\d+)*(?:[.-]?(?:rc|a|b|alpha|beta|dev|post)\d*)?)"
+    r"(?:-py\d+(?:\.\d+)*)?\.egg$"
+)
 AGENT_DIR_PATTERN = re.compile(r"^WALinuxAgent-(\d+(?:\.\d+)*)$")
-# The agent accepts `-daemon`, `--daemon`, `/daemon` (its parse_args strips [-/]*).
-DAEMON_FLAG = re.compile(r"^[-/]*daemon$")
-EXTHANDLER_FLAG = re.compile(r"^[-/]*run-exthandlers$")
+# The agent's own parse_args (agent.py), in its order: each argument is matched
+# by PREFIX after any leading `-`/`/`; the last command wins; an argument it does
+# not know turns the command into `help` and stops parsing. (pattern, command;
+# None for an option that leaves the command alone.)
+_PARSE_ARGS_TABLE: tuple[tuple[re.Pattern[str], Optional[str]], ...] = tuple(
+    (re.compile(pattern), command)
+    for pattern, command in (
+        (r"^(?:[-/]*)configuration-path:([\w/\.\-_]+)", None),
+        (r"^([-/]*)deprovision\+user", "deprovision+user"),
+        (r"^([-/]*)deprovision", "deprovision"),
+        (r"^([-/]*)daemon", "daemon"),
+        (r"^([-/]*)start", "start"),
+        (r"^([-/]*)register-service", "register-service"),
+        (r"^([-/]*)run-exthandlers", "run-exthandlers"),
+        (r"^([-/]*)resourcedisk", "resourcedisk"),
+        (r"^([-/]*)version", "version"),
+        (r"^([-/]*)verbose", None),
+        (r"^([-/]*)debug", None),
+        (r"^([-/]*)force", None),
+        (r"^([-/]*)show-configuration", "show-configuration"),
+        (r"^([-/]*)(help|usage|\?)", "help"),
+        (r"^([-/]*)collect-logs", "collect-logs"),
+        (r"^([-/]*)full", None),
+        (r"^([-/]*)setup-firewall", "setup-firewall"),
+        (r"^([-/]*)dst_ip=(?P<dst_ip>[\d.]{7,})", None),
+        (r"^([-/]*)uid=(?P<uid>[\d]+)", None),
+        (r"^([-/]*)(w|wait)$", None),
+    )
+)
 # Interpreter options that take a value as the next argument (`python3 -W ignore x.py`).
 INTERPRETER_OPTIONS_WITH_VALUE = frozenset({"-W", "-X", "-Q"})
 
 MAX_PROC_FILE_BYTES = 64 * 1024
-MAX_PIDFILE_BYTES = 64
+MAX_PIDFILE_BYTES = 4096
+# os.kill() takes a C int: the agent's check_pid_alive raises OverflowError beyond it.
+PID_T_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -59,36 +101,90 @@ class AgentProcess:
 
 @dataclass(frozen=True)
 class PidfileState:
-    """What the agent's pidfile names."""
+    """What the agent's pidfile names, and what the agent will do about it at start.
+
+    `agent_sees_alive` is the agent's own verdict (daemon/main.py check_pid:
+    `os.kill(int(text), 0)` succeeds or fails with EPERM): when True, a newly
+    started daemon logs "Daemon is already running" and exits, so the pidfile
+    must go before a start. That differs from `state` on purpose for a zombie
+    (dead to the guard, alive to the agent) and for `0` and `-1` (no process, but
+    kill(0|-1, 0) succeeds). `note` says why in words, or is None.
+    """
 
     path: Path
     pid: Optional[int]
     state: str  # "absent" | "agent" | "dead" | "other" | "invalid"
     other_cmdline: Optional[tuple[str, ...]]
+    agent_sees_alive: bool = False
+    note: Optional[str] = None
+
+    @property
+    def blocks_start(self) -> bool:
+        """A start of the agent would exit at once (or crash) because of this pidfile."""
+        return self.agent_sees_alive and self.state != PIDFILE_AGENT
+
+
+class ProcessScanError(Exception):
+    """/proc could not be read (EMFILE, EACCES, ...): whether the agent runs is unknown."""
 
 
 class _Vanished(Exception):
     """The process exited while we were reading it."""
 
 
+def _skip_env(argv: tuple[str, ...]) -> int:
+    """Index of the program `env` runs (argv[0] is `env`), or len(argv)."""
+    index = 1
+    while index < len(argv):
+        argument = argv[index]
+        if argument in ENV_OPTIONS_WITH_VALUE:
+            index += 2
+        elif argument.startswith("-") or ("=" in argument and not argument.startswith("/")):
+            index += 1
+        else:
+            return index
+    return index
+
+
 def _script_argument(argv: tuple[str, ...]) -> Optional[int]:
-    """Index of the script a Python interpreter runs, or 0 if argv[0] is the script itself."""
+    """Index of the script a Python interpreter runs, or of argv[0] when it is the script."""
     if not argv:
         return None
-    if not INTERPRETER_PATTERN.match(os.path.basename(argv[0])):
-        return 0
-    index = 1
+    start = 0
+    if os.path.basename(argv[0]) == ENV_LAUNCHER:
+        start = _skip_env(argv)
+        if start >= len(argv):
+            return None
+    if not INTERPRETER_PATTERN.match(os.path.basename(argv[start])):
+        return start
+    index = start + 1
     while index < len(argv):
         argument = argv[index]
         if argument in INTERPRETER_OPTIONS_WITH_VALUE:
             index += 2
-        elif argument in ("-c", "-m"):
+        elif argument in ("-c", "-m") or argument == "-":
             return None  # `python3 -m waagent_guard` and friends are never the agent
         elif argument.startswith("-"):
             index += 1
         else:
             return index
     return None
+
+
+def agent_command(flags: tuple[str, ...]) -> str:
+    """The command the agent's parse_args picks from its arguments (a faithful port)."""
+    command = "help"
+    for flag in flags:
+        if flag == "":
+            continue
+        for pattern, found in _PARSE_ARGS_TABLE:
+            if pattern.match(flag):
+                if found is not None:
+                    command = found
+                break
+        else:
+            return "help"
+    return command
 
 
 def classify_cmdline(argv: tuple[str, ...]) -> Optional[tuple[str, Optional[str]]]:
@@ -101,10 +197,10 @@ def classify_cmdline(argv: tuple[str, ...]) -> Optional[tuple[str, Optional[str]
     if script != "waagent" and egg is None:
         return None
     version = egg.group(1) if egg else None
-    flags = argv[index + 1 :]
-    if any(EXTHANDLER_FLAG.match(flag) for flag in flags):
+    command = agent_command(argv[index + 1 :])
+    if command == "run-exthandlers":
         return ROLE_EXTHANDLER, version
-    if any(DAEMON_FLAG.match(flag) for flag in flags):
+    if command == "daemon":
         return ROLE_DAEMON, version
     return None
 
@@ -206,15 +302,20 @@ def _read_process(
 def find_agent_processes(
     proc_root: Path, *, clock_ticks: Optional[int] = None
 ) -> tuple[AgentProcess, ...]:
-    """Every live agent daemon and ExtHandler under `proc_root`, daemons first, by PID."""
+    """Every live agent daemon and ExtHandler under `proc_root`, daemons first, by PID.
+
+    Raises ProcessScanError when /proc cannot be listed or a process cannot be read
+    for another reason than exiting meanwhile (EMFILE, ENOMEM, ...): an empty answer
+    would say "the agent is gone" when nothing was seen. A process that is not
+    readable (EACCES, e.g. hidepid) is skipped: it is not one of root's agents.
+    """
     proc_root = Path(proc_root)
     ticks = clock_ticks or os.sysconf("SC_CLK_TCK")
     boot_time = _boot_time(proc_root)
     try:
         entries = os.listdir(proc_root)
     except OSError as error:
-        logger.warning("cannot list %s: %s", proc_root, error.strerror or error)
-        return ()
+        raise ProcessScanError(f"cannot list {proc_root}: {error.strerror or error}") from error
     found: list[AgentProcess] = []
     for entry in entries:
         if not entry.isdigit():
@@ -226,14 +327,61 @@ def find_agent_processes(
         except PermissionError:
             logger.debug("no permission to read %s", proc_root / entry)
             continue
+        except OSError as error:
+            raise ProcessScanError(
+                f"cannot read {proc_root / entry}: {error.strerror or error}"
+            ) from error
         if process is not None:
             found.append(process)
     return tuple(sorted(found, key=lambda p: (p.role != ROLE_DAEMON, p.pid)))
 
 
+def _process_state(process_dir: Path) -> Optional[str]:
+    """The one-letter state of /proc/PID/stat (`R`, `S`, `Z`, ...), None if unreadable."""
+    try:
+        fields = _stat_fields(process_dir)
+    except (_Vanished, OSError):
+        return None
+    return fields[0] if fields else None
+
+
+def _group_exists(proc_root: Path, group: int) -> bool:
+    """Whether any process is in process group `group` (what kill(-group, 0) asks)."""
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return False
+    for entry in entries:
+        if entry.isdigit():
+            fields = None
+            try:
+                fields = _stat_fields(Path(proc_root) / entry)
+            except (_Vanished, OSError):
+                continue
+            if _int_field(fields, 2) == group:  # field 5 (pgrp); `fields` starts at 3
+                return True
+    return False
+
+
+def pidfile_value(data: bytes) -> tuple[Optional[int], Optional[str]]:
+    """What the agent's check_pid makes of the pidfile's bytes: (int(text), None) or
+    (None, why the agent cannot use it). It decodes UTF-8 strictly and calls `int()`,
+    which accepts surrounding whitespace, a sign and underscores between digits."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not UTF-8: the agent's daemon fails reading it at start"
+    try:
+        return int(text), None
+    except ValueError:
+        return None, None
+
+
 def check_pidfile(path: Path, proc_root: Path) -> PidfileState:
-    """Classify the agent's pidfile: absent, agent, dead, other (live non-daemon) or invalid."""
+    """Classify the agent's pidfile the way the agent will act on it at start."""
     path = Path(path)
+    if path.is_dir():
+        return PidfileState(path, None, PIDFILE_INVALID, None)  # not os.path.isfile
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_PIDFILE_BYTES + 1)
@@ -242,14 +390,49 @@ def check_pidfile(path: Path, proc_root: Path) -> PidfileState:
     except OSError as error:
         logger.debug("cannot read pidfile %s: %s", path, error)
         return PidfileState(path, None, PIDFILE_INVALID, None)
-    text = data.decode("ascii", "replace").strip()
-    if len(data) > MAX_PIDFILE_BYTES or not text.isdigit() or int(text) <= 0:
-        return PidfileState(path, None, PIDFILE_INVALID, None)
-    pid = int(text)
+    if len(data) > MAX_PIDFILE_BYTES:
+        return PidfileState(path, None, PIDFILE_INVALID, None, note="longer than 4 KiB")
+    pid, problem = pidfile_value(data)
+    if pid is None:
+        return PidfileState(
+            path, None, PIDFILE_INVALID, None, agent_sees_alive=problem is not None,
+            note=problem,
+        )
+    if abs(pid) > PID_T_MAX:
+        return PidfileState(
+            path, None, PIDFILE_INVALID, None, agent_sees_alive=True,
+            note=f"{pid} does not fit a pid_t: the agent's check raises OverflowError and "
+            "its daemon exits at start",
+        )
+    if pid == 0:
+        return PidfileState(
+            path, 0, PIDFILE_OTHER, None, agent_sees_alive=True,
+            note="0 means the agent's own process group to kill(): the agent takes it as a "
+            "running daemon and exits at start",
+        )
+    if pid == -1:
+        return PidfileState(
+            path, -1, PIDFILE_OTHER, None, agent_sees_alive=True,
+            note="-1 means every process to kill(): the agent takes it as a running daemon "
+            "and exits at start",
+        )
+    if pid < 0:
+        alive = _group_exists(proc_root, -pid)
+        return PidfileState(
+            path, pid, PIDFILE_OTHER if alive else PIDFILE_DEAD, None, agent_sees_alive=alive,
+            note=f"{pid} means process group {-pid} to kill(): "
+            + ("it exists, so the agent exits at start" if alive else "no such group"),
+        )
     process_dir = Path(proc_root) / str(pid)
-    # The agent itself only asks whether /proc/<pid> is a directory (osutil.check_pid_alive).
     if not process_dir.is_dir():
         return PidfileState(path, pid, PIDFILE_DEAD, None)
+    if _process_state(process_dir) in ("Z", "X"):
+        # Dead, not yet reaped: no agent runs, but kill(pid, 0) still succeeds.
+        return PidfileState(
+            path, pid, PIDFILE_DEAD, None, agent_sees_alive=True,
+            note=f"PID {pid} is a zombie (exited, not yet reaped): the agent would take it "
+            "as running and exit at start",
+        )
     try:
         argv = _read_cmdline(process_dir)
     except _Vanished:
@@ -258,5 +441,5 @@ def check_pidfile(path: Path, proc_root: Path) -> PidfileState:
         argv = ()
     classified = classify_cmdline(argv)
     if classified is not None and classified[0] == ROLE_DAEMON:
-        return PidfileState(path, pid, PIDFILE_AGENT, None)
-    return PidfileState(path, pid, PIDFILE_OTHER, argv)
+        return PidfileState(path, pid, PIDFILE_AGENT, None, agent_sees_alive=True)
+    return PidfileState(path, pid, PIDFILE_OTHER, argv, agent_sees_alive=True)

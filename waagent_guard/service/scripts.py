@@ -77,6 +77,9 @@ class InitScriptManager:
     def stop(self) -> None:
         self._act("stop")
 
+    def system_state(self) -> Optional[str]:
+        return None  # no notion of a booting system here: the guard may act any time
+
     def reset_failed(self) -> None:
         log.debug("%s has no failed state to reset", self.name)
 
@@ -169,6 +172,9 @@ class CommandManager:
                 "guard stop the agent"
             )
         self._run("stop", self._commands.stop)
+
+    def system_state(self) -> Optional[str]:
+        return None  # no notion of a booting system here: the guard may act any time
 
     def reset_failed(self) -> None:
         log.debug("command manager has no failed state to reset")

@@ -87,6 +87,7 @@ class UnitState:
     unit_file_state: Optional[str] = None  # enabled, disabled, static, ...
     condition_result: Optional[bool] = None  # False: a Condition*= was not met
     drop_in_paths: tuple[str, ...] = ()
+    job: Optional[str] = None  # a queued or running job (`start`, `stop`, ...), else None
 
     @property
     def autorestart(self) -> bool:
@@ -146,4 +147,14 @@ def unit_state_from_show(properties: Mapping[str, str]) -> UnitState:
         unit_file_state=properties.get("UnitFileState") or None,
         condition_result=None if not condition else condition == "yes",
         drop_in_paths=tuple(drop_ins.split()),
+        job=_job_type(properties.get("Job", "")),
     )
+
+
+def _job_type(value: str) -> Optional[str]:
+    """`systemctl show -p Job` prints `Job=` when idle; the property holds `ID TYPE`
+    (D-Bus `(uo)`) in some versions, just the id in others."""
+    parts = value.split()
+    if not parts or parts[0] in ("0", "n/a"):
+        return None
+    return parts[1] if len(parts) > 1 else "pending"

@@ -21,8 +21,12 @@ log = logging.getLogger(__name__)
 SHOW_PROPERTIES = (
     "ActiveState", "SubState", "MainPID", "NRestarts", "Result", "ExecMainCode",
     "ExecMainStatus", "Restart", "RestartUSec", "StartLimitBurst", "StartLimitIntervalUSec",
-    "LoadState", "UnitFileState", "ConditionResult", "DropInPaths",
+    "LoadState", "UnitFileState", "ConditionResult", "DropInPaths", "Job",
 )
+# `systemctl is-system-running` answers; anything else (or a failure) is unknown.
+SYSTEM_STATES = frozenset({
+    "initializing", "starting", "running", "degraded", "maintenance", "stopping", "offline",
+})
 
 
 class SystemdManager:
@@ -49,17 +53,30 @@ class SystemdManager:
         result = self._run("show", "--no-pager", "-p", ",".join(SHOW_PROPERTIES), self.unit)
         return unit_state_from_show(parse_show(result.stdout))
 
+    def system_state(self) -> str:
+        """`systemctl is-system-running` (it exits non-zero unless `running`)."""
+        result = self._runner([self._systemctl, "is-system-running"], timeout=self._timeout)
+        state = result.stdout.strip()
+        if state not in SYSTEM_STATES:
+            raise ServiceError(
+                f"`systemctl is-system-running` answered {state!r} (exit {result.returncode}); "
+                "see `systemctl status`"
+            )
+        return state
+
+    # Actions only enqueue a job (`--no-block`): a hung agent stop never blocks the
+    # guard's loop (and its watchdog); the next look sees the job and verifies.
     def start(self) -> None:
         log.info("starting %s", self.unit)
-        self._run("start", self.unit)
+        self._run("start", "--no-block", self.unit)
 
     def restart(self) -> None:
         log.info("restarting %s", self.unit)
-        self._run("restart", self.unit)
+        self._run("restart", "--no-block", self.unit)
 
     def stop(self) -> None:
         log.info("stopping %s", self.unit)
-        self._run("stop", self.unit)
+        self._run("stop", "--no-block", self.unit)
 
     def reset_failed(self) -> None:
         log.info("clearing the failed state of %s", self.unit)
