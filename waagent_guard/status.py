@@ -2,7 +2,7 @@
 
 `status_document()` is pure (Observation -> dict) and defines the JSON schema
 documented in the README; `render_text()` is the five-second screen. Exit code:
-0 healthy, 1 degraded, 2 down.
+0 healthy, 1 degraded, 2 down, 4 unknown (the agent's state could not be read).
 """
 
 from __future__ import annotations
@@ -79,6 +79,10 @@ def status_document(
                 "path": observation.sysroot.host_path(observation.pidfile.path),
                 "pid": observation.pidfile.pid,
                 "state": observation.pidfile.state,
+                # The agent's own check at start (os.kill(int(text), 0)): true makes a
+                # new daemon exit with "Daemon is already running".
+                "agent_treats_as_alive": observation.pidfile.agent_sees_alive,
+                "note": observation.pidfile.note,
             },
             "unit": None
             if unit is None
@@ -220,6 +224,12 @@ def render_text(document: dict[str, Any], now: float) -> str:
         f" {logdoc['warnings_total']} warnings recently"
         + (f"; {recent}" if recent else "")
     )
+    guard = document.get("guard") or {}
+    if guard.get("gave_up"):
+        lines.append(
+            f"  guard        GAVE UP restarting the agent at {guard.get('gave_up_since_iso')}: "
+            f"{guard.get('gave_up_reason') or 'restart budget exhausted'}"
+        )
     if document["reasons"]:
         lines.append("why:")
         lines.extend(f"  - {reason}" for reason in document["reasons"])
@@ -238,12 +248,36 @@ def _lease(context: Context) -> Optional[dict[str, Any]]:
     return lease_summary(context.sysroot.path(settings.daemon.state_file))
 
 
+def guard_summary(state_path: Any) -> dict[str, Any]:
+    """The daemon's restart state from its state file: whether (when, why) it gave up."""
+    from waagent_guard.errors import GuardError
+    from waagent_guard.lease import load_state
+    from waagent_guard.policy import PolicyState
+
+    try:
+        policy = PolicyState.from_dict(
+            load_state(state_path, quarantine=False).restart_policy, str(state_path)
+        )
+    except GuardError as error:
+        return {"gave_up": None, "error": str(error)}
+    return {
+        "gave_up": policy.gave_up_since is not None,
+        "gave_up_since": policy.gave_up_since,
+        "gave_up_since_iso": iso_utc(policy.gave_up_since) if policy.gave_up_since else None,
+        "gave_up_reason": policy.gave_up_reason,
+        "recent_restarts": len(policy.restart_times),
+    }
+
+
 def run(args: argparse.Namespace, context: Context) -> int:
     settings = context.settings()
     manager = reading_manager(settings, context.sysroot)
     observation = observe(context.sysroot, settings, manager=manager)
     assessment = assess(observation)
-    document = status_document(observation, assessment, lease=_lease(context))
+    document = status_document(
+        observation, assessment, lease=_lease(context),
+        guard=guard_summary(context.sysroot.path(settings.daemon.state_file)),
+    )
     if args.json:
         json.dump(document, context.stdout, indent=2, sort_keys=False)
         context.stdout.write("\n")

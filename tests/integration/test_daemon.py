@@ -49,11 +49,12 @@ def test_kill_9_of_the_agent_is_restarted_and_counted(make_guest: MakeGuest,
     second = wait_for(lambda: (pid := guest.agent_pid()) and pid != first and pid,
                       what="a new agent pid")
     assert second != first
-    wait_for(lambda: daemon.metric('waagent_guard_restarts_total{reason="stale_pidfile"}') == 1.0
-             or daemon.metric('waagent_guard_restarts_total{reason="process_gone"}') == 1.0,
-             what="the restart to be counted")
+    # A crash counts as a crash (issue 10 item 4), even with the pidfile left behind.
+    wait_for(lambda: daemon.metric('waagent_guard_restarts_total{reason="process_gone"}') == 1.0,
+             what="the restart to be counted as process_gone")
+    assert daemon.metric('waagent_guard_restarts_total{reason="stale_pidfile"}') == 0.0
     wait_for(lambda: daemon.metric("waagent_up") == 1.0, what="waagent_up 1")
-    assert "removing stale pidfile" in daemon.output() or "process_gone" in daemon.output()
+    assert "agent daemon process gone" in daemon.output()
 
 
 def test_stale_pidfile_naming_another_process_is_removed_then_the_agent_started(
@@ -122,18 +123,29 @@ def test_sigterm_stops_cleanly_and_removes_the_control_socket(make_guest: MakeGu
     assert not control.exists()
 
 
-def test_verbose_lease_reverts_at_expiry(make_guest: MakeGuest, make_daemon: MakeDaemon) -> None:
+def test_verbose_lease_on_then_off_through_the_real_daemon(make_guest: MakeGuest,
+                                                          make_daemon: MakeDaemon) -> None:
+    """Wiring only: a long lease (no race with the machine's speed) and `verbose off`.
+    The revert AT EXPIRY is tested in-process with a fake clock
+    (tests/unit/test_guard_decisions.py::test_verbose_lease_reverts_at_expiry_with_a_fake_clock)."""
     from waagent_guard.cli import main
 
     guest, daemon = ready_daemon(make_guest, make_daemon)
     before = guest.conf_text()
     first = guest.agent_pid()
-    assert main(["verbose", "on", "--for", "2s", "--reason", "ticket 42", "--root",
+    assert main(["verbose", "on", "--for", "1h", "--reason", "ticket 42", "--root",
                  str(guest.root)]) == 0
     assert "Logs.Verbose=y" in guest.conf_text()
-    wait_for(lambda: guest.agent_pid() not in (None, first), what="the agent restarted")
-    assert daemon.metric('waagent_guard_restarts_total{reason="manual"}') == 1.0
-    wait_for(lambda: guest.conf_text() == before, timeout=20, what="the lease to revert")
+    second = wait_for(lambda: guest.agent_pid() not in (None, first) and guest.agent_pid(),
+                      what="the agent restarted")
+    wait_for(lambda: daemon.metric('waagent_guard_restarts_total{reason="manual"}') == 1.0,
+             what="the manual restart counted")
+    assert main(["verbose", "off", "--root", str(guest.root)]) == 0
+    assert guest.conf_text() == before
+    wait_for(lambda: guest.agent_pid() not in (None, second), what="the agent restarted again")
+    wait_for(lambda: daemon.metric('waagent_guard_restarts_total{reason="manual"}') == 2.0,
+             what="both manual restarts counted")
+    assert daemon.metric("waagent_guard_restart_gave_up") == 0.0
 
 
 def test_verbose_lease_survives_a_guard_restart(make_guest: MakeGuest,
@@ -262,8 +274,11 @@ def test_an_expired_lease_that_cannot_be_written_is_retried_not_fatal(
 
     from waagent_guard.cli import main
 
+    # Wiring only, with a margin for a loaded machine (the mount must come before the
+    # expiry); the decision itself is tested in-process with a fake clock
+    # (tests/unit/test_guard_decisions.py::test_an_expired_lease_that_cannot_be_written...).
     guest, daemon = ready_daemon(make_guest, make_daemon)
-    assert main(["verbose", "on", "--for", "1s", "--no-restart", "--root", str(guest.root)]) == 0
+    assert main(["verbose", "on", "--for", "8s", "--no-restart", "--root", str(guest.root)]) == 0
     etc = guest.root / "etc"
     subprocess.run(["mount", "--bind", "-o", "ro", str(etc), str(etc)], check=True)
     try:
