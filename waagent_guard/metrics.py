@@ -9,7 +9,6 @@ reasons, log levels, catalogue events, doctor checks).
 from __future__ import annotations
 
 import math
-
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Optional

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-
 import os
 import signal
 import subprocess
@@ -16,8 +15,8 @@ import pytest
 
 from waagent_guard.agent.process import (
     AgentProcess,
-    check_pidfile,
     ProcessScanError,
+    check_pidfile,
     classify_cmdline,
     find_agent_processes,
 )
