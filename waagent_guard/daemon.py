@@ -350,6 +350,7 @@ class Guard:
                 unit_name=previous.unit_name,
                 manager_name=previous.manager_name,
                 unit_error=previous.unit_error,
+                system_state=previous.system_state,
             )
         self.observation = observation
         self.loop.watch_pid(observation.daemon.pid if observation.daemon else None)

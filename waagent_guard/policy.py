@@ -200,7 +200,7 @@ def clear_give_up(state: PolicyState) -> PolicyState:
     return replace(state, gave_up_since=None, gave_up_reason=None, backoff_level=0)
 
 
-def hold(health: AgentHealth, unit_busy_ok: bool = False) -> Optional[Decision]:
+def hold(health: AgentHealth) -> Optional[Decision]:
     """The wait before any rule: unknown observation, systemd busy with the system or
     the agent's unit. None when the rules may run."""
     if health.unknown is not None:
@@ -219,7 +219,7 @@ def hold(health: AgentHealth, unit_busy_ok: bool = False) -> Optional[Decision]:
     unit = health.unit
     # `activating (auto-restart)` is systemd's RestartSec= wait, with no job yet: the
     # waiting_for_systemd rule handles it (with a deadline), not this one.
-    if unit is not None and not unit_busy_ok and (
+    if unit is not None and (
         unit.job or (unit.active_state in UNIT_BUSY_STATES and unit.sub_state != "auto-restart")
     ):
         what = f"a {unit.job} job queued" if unit.job else unit.active_state
@@ -297,6 +297,9 @@ def _while_running(
             wakes.append(stable_at)
     if settings.enabled and settings.stuck_restart and health.last_progress_time is not None:
         silent = now - health.last_progress_time
+        held = hold(health)
+        if silent >= settings.stuck_after_seconds and held is not None:
+            return held, state
         if silent >= settings.stuck_after_seconds:
             return _attempt(
                 RESTART_STUCK, "stuck",

@@ -534,3 +534,11 @@ def test_no_history_makes_the_guard_restart_too_often(
     for index, moment in enumerate(restarts):
         if index >= 2:
             assert moment - restarts[index - 2] >= 300.0
+
+
+def test_a_stuck_agent_is_not_restarted_while_systemd_is_busy() -> None:
+    settings = RestartSettings(stuck_restart=True, stuck_after_seconds=100)
+    decision, _ = run(up(500.0, last_progress_time=0.0, system_state="stopping"), None, settings)
+    assert (decision.action, decision.reason) == ("wait", "system_busy")
+    decision, _ = run(up(500.0, last_progress_time=0.0), None, settings)
+    assert decision.reason == "stuck"
