@@ -128,6 +128,17 @@ def test_guard_restarts_the_killed_agent_and_counts_it(container: Container) -> 
         timeout=60,
         what="waagent_guard_restarts_total to count the restart",
     )
+    # Issue 10 item 4: the killed agent leaves its pidfile naming its dead PID; that is a
+    # crash (process_gone), and removing the leftover pidfile is one of its steps.
+    samples = container.metrics()
+    assert samples.get('waagent_guard_restarts_total{reason="process_gone"}', 0) >= 1, samples
+    assert samples.get('waagent_guard_restarts_total{reason="stale_pidfile"}', 0) == 0, samples
+    pidfile = wait_for(
+        lambda: container.run(["cat", "/var/run/waagent.pid"], check=False).stdout.strip()
+        or None,
+        timeout=60, what="the new agent's pidfile",
+    )
+    assert int(pidfile) == new_pid
 
 
 def test_verbose_lease_turns_verbose_on_then_reverts(container: Container) -> None:
