@@ -542,3 +542,14 @@ def test_doctor_runner_records_durations_and_timestamps(guest: Guest) -> None:
     assert runner.backup_ready
     assert not runner.due(NOW + 10)
     assert runner.due(NOW + 300)
+
+
+@pytest.mark.parametrize("content", ["0\n", "-1\n"])
+def test_pidfile_the_agent_reads_as_alive_fails_with_the_reason(
+    guest: Guest, content: str
+) -> None:
+    """Issue 12 item 9: `0` and `-1` name no process, yet the agent's kill(pid, 0) succeeds."""
+    guest.write("/var/run/waagent.pid", content)
+    finding = diagnose(guest)["WG-AGENT-003"]
+    assert finding.status is Status.FAIL
+    assert "exits at start" in finding.summary

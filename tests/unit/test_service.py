@@ -508,3 +508,16 @@ def test_default_pid_finder_finds_the_agent_daemon(tmp_path: Path) -> None:
 def test_default_pid_finder_returns_none_without_an_agent(tmp_path: Path) -> None:
     (tmp_path / "proc").mkdir()
     assert default_pid_finder(tmp_path / "proc")() is None
+
+
+def test_a_hung_agent_stop_never_blocks_the_guards_restart(
+    fake: Fake, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10 item 5: `systemctl restart` of an agent whose stop hangs would block for
+    the whole stop timeout (here longer than the manager's); `--no-block` queues it."""
+    fake.set_sleep("restart", 600)
+    fake.set_sleep("stop", 600)
+    manager = systemd(fake, "walinuxagent.service", timeout=5.0)
+    manager.restart()  # raises ServiceError ("timed out") if it waited for the job
+    manager.stop()
+    assert [argv[0] for argv in fake.argvs()] == ["restart", "stop"]

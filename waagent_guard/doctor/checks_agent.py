@@ -78,14 +78,19 @@ def exthandler_running(facts: Facts, settings: Settings) -> CheckResult:
 def pidfile_fresh(facts: Facts, settings: Settings) -> CheckResult:
     pidfile = facts.observation.pidfile
     shown = facts.sysroot.host_path(pidfile.path)
-    evidence = {"path": shown, "pid": pidfile.pid, "state": pidfile.state}
+    evidence = {"path": shown, "pid": pidfile.pid, "state": pidfile.state,
+                "agent_treats_as_alive": pidfile.agent_sees_alive, "note": pidfile.note}
     if _no_proc(facts):
         return skipped("offline: no /proc under the root to compare the pidfile with", evidence)
     if pidfile.state == "other":
+        if pidfile.other_cmdline is None and pidfile.note:  # 0, -1, a process group
+            return fail(f"{shown} holds {pidfile.pid}: {pidfile.note}; remove it", evidence)
         cmdline = " ".join(pidfile.other_cmdline or ())[:200]
         return fail(f"{shown} names live PID {pidfile.pid} ({cmdline or 'unknown'}), not the "
                     "agent: the agent will exit at start ('Daemon is already running')",
                     {**evidence, "other_cmdline": cmdline})
+    if pidfile.blocks_start:  # a zombie, or content that makes the agent's daemon fail
+        return fail(f"{shown}: {pidfile.note}; remove it", evidence)
     if pidfile.state == "invalid":
         return warn(f"{shown} is not a valid PID file", evidence)
     if pidfile.state == "dead":
