@@ -118,10 +118,14 @@ def _agent_pid(guest: Path) -> Optional[int]:
 
 def start_agent(guest: Path, agent_args: Sequence[str] = ()) -> int:
     """Start the simulated agent detached (its own session), like a service manager."""
+    from waagent_guard.demo.simagent import options_as_environment
+
     output = open(guest / "var/log/simagent.out", "ab")  # noqa: SIM115 - handed to the child
     with output:
         subprocess.Popen(
-            [sys.executable, "-u", str(guest / AGENT_PROGRAM), "-daemon", *agent_args],
+            # Exactly the real agent's command line; the demo's options go in the environment.
+            [sys.executable, "-u", str(guest / AGENT_PROGRAM), "-daemon"],
+            env={**os.environ, **options_as_environment(agent_args)},
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=output,

@@ -47,6 +47,8 @@ DAEMON_VERSION = "2.7.3.0"  # Debian 12's packaged agent
 DEFAULT_INTERVAL = 5.0
 ENV_ROOT = "WG_SIM_ROOT"
 ENV_INTERVAL = "WG_SIM_INTERVAL"
+ENV_CRASH_AFTER = "WG_SIM_CRASH_AFTER"
+ENV_NO_EXTHANDLER = "WG_SIM_NO_EXTHANDLER"
 ENV_DAEMON_PID = "WG_SIM_DAEMON_PID"
 AGENT_CONF = "etc/waagent.conf"
 AGENT_LOG = "var/log/waagent.log"
@@ -135,16 +137,35 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
+def options_as_environment(args: Sequence[str]) -> dict[str, str]:
+    """The simulated agent's own options (`--interval`, `--crash-after`, `--no-exthandler`)
+    as environment variables, so that its command line is exactly the real agent's
+    (`python3 -u .../waagent -daemon`): the guard reads roles as the agent's parse_args
+    does, and that stops at an option it does not know."""
+    parsed = _parse_args(["-daemon", *args])
+    environment: dict[str, str] = {}
+    if parsed.interval is not None:
+        environment[ENV_INTERVAL] = repr(parsed.interval)
+    if parsed.crash_after is not None:
+        environment[ENV_CRASH_AFTER] = repr(parsed.crash_after)
+    if parsed.no_exthandler:
+        environment[ENV_NO_EXTHANDLER] = "1"
+    return environment
+
+
 def load_sim_config(args: argparse.Namespace, root: Path, environ: Mapping[str, str]) -> SimConfig:
     config = agent_config(load_conf(root / AGENT_CONF))
     interval = args.interval or float(environ.get(ENV_INTERVAL) or DEFAULT_INTERVAL)
     if interval <= 0:
         raise SystemExit(f"--interval / ${ENV_INTERVAL}: must be > 0 (got {interval})")
+    crash_after = args.crash_after
+    if crash_after is None and environ.get(ENV_CRASH_AFTER):
+        crash_after = float(environ[ENV_CRASH_AFTER])
     return SimConfig(
         root=root,
         interval=interval,
-        crash_after=args.crash_after,
-        exthandler=not args.no_exthandler,
+        crash_after=crash_after,
+        exthandler=not (args.no_exthandler or environ.get(ENV_NO_EXTHANDLER) == "1"),
         verbose=config.logs_verbose,
         lib_dir=_host_path(root, config.lib_dir),
         pid_file=_host_path(root, config.pid_file),
@@ -225,6 +246,8 @@ class _Daemon:
         env = dict(self.environ)
         env[ENV_ROOT] = str(self.config.root)
         env[ENV_INTERVAL] = str(self.config.interval)
+        env.pop(ENV_CRASH_AFTER, None)  # the daemon's own options, not the child's
+        env.pop(ENV_NO_EXTHANDLER, None)
         # The child compares its parent with this, not with its first getppid(): the
         # daemon may die before the child's interpreter has even started.
         env[ENV_DAEMON_PID] = str(os.getpid())
@@ -418,9 +441,11 @@ def main(
 def start_simagent(
     root: Path, *args: str, env: Optional[Mapping[str, str]] = None, **popen_options: Any
 ) -> subprocess.Popen[bytes]:
-    """Start `python3 -u <root>/usr/sbin/waagent -daemon <args>` (for tests and the demo)."""
-    argv = [sys.executable, "-u", str(Path(root) / DAEMON_PROGRAM), "-daemon", *args]
+    """Start `python3 -u <root>/usr/sbin/waagent -daemon` with `args` (the simulated
+    agent's options) passed in its environment (for tests and the demo)."""
+    argv = [sys.executable, "-u", str(Path(root) / DAEMON_PROGRAM), "-daemon"]
     environment = dict(os.environ if env is None else env)
+    environment.update(options_as_environment(args))
     process: subprocess.Popen[bytes] = subprocess.Popen(
         argv, env=environment, stdin=subprocess.DEVNULL, **popen_options
     )
