@@ -335,7 +335,7 @@ def _while_down(
     # live process makes the agent exit at once, so waiting cannot help.
     if (
         unit is not None and unit.autorestart and not unit.start_limit_hit
-        and not health.pidfile_blocks_start and health.pidfile_state != "other"
+        and not _pidfile_blocks_for_good(health)
     ):
         until = state.waiting_for_systemd_until
         if until is None:
@@ -353,6 +353,16 @@ def _while_down(
             ), state
         message += "; systemd did not bring it back"
     return _attempt(action, reason, message, health, state, settings)
+
+
+def _pidfile_blocks_for_good(health: AgentHealth) -> bool:
+    """A pidfile that keeps every new daemon from starting until someone removes it: a
+    live other process, `0`/`-1`, content that crashes the agent's check. A zombie does
+    not count: systemd reaps its own main process at once, so its restart will find the
+    PID gone (the guard waiting for systemd must not preempt it)."""
+    return health.pidfile_state == "other" or (
+        health.pidfile_blocks_start and health.pidfile_state == "invalid"
+    )
 
 
 def _classify(health: AgentHealth) -> tuple[str, str, str]:

@@ -175,11 +175,24 @@ def test_kill_9_next_to_debians_agent_is_a_crash_not_a_stale_pidfile() -> None:
     assert decision.steps == ("remove_stale_pidfile", "restart")
 
 
-def test_a_zombie_in_the_pidfile_is_removed_without_waiting_for_systemd() -> None:
-    """A zombie is dead, but the agent's own check would take it as running."""
-    decision, _ = run(down(10.0, AUTO_RESTARTING, pidfile_state="dead", pidfile_blocks_start=True))
+def test_a_zombie_in_the_pidfile_waits_for_systemd_then_goes_before_the_start() -> None:
+    """A zombie is dead, and the agent's own check would take it as running: the pidfile
+    goes before the guard's start. But under a unit that restarts itself the zombie is
+    systemd's unreaped main process: the guard waits for systemd first (the e2e
+    ensure-autorestart test caught the guard preempting systemd's own restart)."""
+    facts = {"pidfile_state": "dead", "pidfile_blocks_start": True}
+    decision, state = run(down(10.0, AUTO_RESTARTING, **facts))
+    assert decision.reason == "waiting_for_systemd"
+    decision, _ = run(down(20.0, AUTO_RESTARTING, **facts), state)
     assert decision.reason == "process_gone"
     assert decision.steps[0] == "remove_stale_pidfile"
+
+
+@pytest.mark.parametrize("pidfile_state", ["other", "invalid"])
+def test_a_pidfile_that_blocks_for_good_does_not_wait_for_systemd(pidfile_state: str) -> None:
+    decision, _ = run(down(10.0, AUTO_RESTARTING, pidfile_state=pidfile_state,
+                           pidfile_blocks_start=True))
+    assert decision.restarts and decision.steps[0] == "remove_stale_pidfile"
 
 
 # -- issue 14 item 1 / issue 10 item 1: never act on unknown or while systemd is busy --
