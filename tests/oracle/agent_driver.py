@@ -225,7 +225,29 @@ def op_ext_status(case):
     return answers
 
 
+def op_agent_error(case):
+    """{"path": error.json} -> GuestAgentError(path).load(); is_blacklisted."""
+    from azurelinuxagent.ga import update
+
+    error = update.GuestAgentError(case["path"])
+    error.load()
+    return bool(error.is_blacklisted)
+
+
+def op_agent_error_write(case):
+    """{"path", "failures": [is_fatal, ...]} -> write error.json with the agent's own code."""
+    from azurelinuxagent.ga import update
+
+    error = update.GuestAgentError(case["path"])
+    for fatal in case["failures"]:
+        error.mark_failure(is_fatal=fatal)
+    error.save()
+    return bool(error.is_blacklisted)
+
+
 OPS = {
+    "agent_error": op_agent_error,
+    "agent_error_write": op_agent_error_write,
     "conf": op_conf,
     "switch_defaults": op_switch_defaults,
     "versions": op_versions,
