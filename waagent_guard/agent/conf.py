@@ -249,12 +249,14 @@ def _value_problems(document: ConfDocument) -> list[str]:
                     f"the agent ignores it and uses its default ({default})",
                 )
             )
+    paths = effective_path_lines(document)
     for key in PATH_KEYS:
-        line = effective_path_lines(document).get(key)
-        if line is None or line.value is None or line.value.startswith("/"):
+        path_line = paths.get(key)
+        if path_line is None or path_line.value is None or path_line.value.startswith("/"):
             continue
-        resolved = agent_path(line.value)
-        if not line.value:
+        line, value = path_line, path_value
+        resolved = agent_path(value)
+        if not value:
             consequence = (
                 "the agent cannot write its pidfile (an empty path)"
                 if key == "Pid.File"
@@ -268,7 +270,7 @@ def _value_problems(document: ConfDocument) -> list[str]:
                 )
             )
         else:
-            shown = line.value if len(line.value) <= 60 else line.value[:60] + "..."
+            shown = value if len(value) <= 60 else value[:60] + "..."
             problems.append(
                 (
                     line.number,

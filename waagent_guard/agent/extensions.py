@@ -363,7 +363,11 @@ def _status_file(
         problems.append(f"{path}: not UTF-8 text (byte {error.start}); the agent reports error")
         return ExtensionStatus(sequence, "error", None, None, None, mtime)
     except json.JSONDecodeError as error:
-        what = "empty file" if not data.strip() else f"malformed JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        what = (
+            "empty file"
+            if not data.strip()
+            else f"malformed JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        )
         problems.append(f"{path}: {what}; the agent reports the status as error")
         return ExtensionStatus(sequence, "error", None, None, None, mtime)
     return parse_status_document(document, path, sequence, mtime, problems)

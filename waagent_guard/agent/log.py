@@ -65,8 +65,22 @@ _EXTENSION_LEVEL = re.compile(r"(VERBOSE|INFO|WARNING|WARN|ERROR):(?=\[)")
 # without a prefix ("Daemon is already running", "Firewall appears established"), not a
 # prefix: agent messages after a prefix start with a capital, never with such a verb.
 _MESSAGE_VERBS = frozenset(
-    {"is", "are", "was", "were", "appears", "appear", "seems", "has", "have", "had", "will",
-     "would", "not", "already"}
+    {
+        "is",
+        "are",
+        "was",
+        "were",
+        "appears",
+        "appear",
+        "seems",
+        "has",
+        "have",
+        "had",
+        "will",
+        "would",
+        "not",
+        "already",
+    }
 )
 
 
@@ -75,6 +89,8 @@ def _is_prefix(word: str, following: str) -> bool:
     if word in PREFIXES:
         return following.partition(" ")[0] not in _MESSAGE_VERBS
     return word[:1] == "[" and _EXTENSION_PREFIX.fullmatch(word) is not None
+
+
 _THREAD_NAME = re.compile(
     r"(?:MainThread|Thread-\d+|[A-Z][A-Za-z]*(?:Handler|Collector|Monitor|Thread))"
 )
