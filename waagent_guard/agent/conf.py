@@ -254,7 +254,7 @@ def _value_problems(document: ConfDocument) -> list[str]:
         path_line = paths.get(key)
         if path_line is None or path_line.value is None or path_line.value.startswith("/"):
             continue
-        line, value = path_line, path_value
+        line, value = path_line, path_line.value
         resolved = agent_path(value)
         if not value:
             consequence = (
