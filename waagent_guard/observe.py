@@ -237,8 +237,33 @@ def _processes_of(sysroot: Sysroot) -> tuple[AgentProcess, ...]:
     )
 
 
-def resolve_conf_path(sysroot: Sysroot, settings: Settings) -> Path:
-    return conf_path(sysroot, settings.agent.conf_path)
+def resolve_conf_path(
+    sysroot: Sysroot,
+    settings: Settings,
+    processes: Optional[tuple[AgentProcess, ...]] = None,
+) -> Path:
+    """The waagent.conf the running agent reads (`agent.conf.conf_path`).
+
+    `processes` are the agent's processes when the caller has them; otherwise they are
+    read here (only when `agent.conf_path` is not set).
+    """
+    if settings.agent.conf_path:
+        return conf_path(sysroot, settings.agent.conf_path)
+    if processes is None:
+        try:
+            processes = _processes_of(sysroot)
+        except (OSError, ProcessScanError) as error:  # /proc unreadable: the distro path
+            log.debug("agent processes not read: %s", error)
+            processes = ()
+    ordered = sorted(processes, key=lambda process: process.role != "daemon")
+    return conf_path(sysroot, None, [process.cmdline for process in ordered])
+
+
+def _pidfile_state(sysroot: Sysroot, pid_file: str) -> PidfileState:
+    """The pidfile as the agent will act on it; an empty Pid.File names no file."""
+    if not pid_file:
+        return PidfileState(sysroot.path("/"), None, "absent", None)
+    return check_pidfile(sysroot.path(pid_file), sysroot.proc)
 
 
 def observe(
@@ -251,11 +276,6 @@ def observe(
 ) -> Observation:
     """Read every fact once. `log_signals` lets the daemon pass its live tailer's signals."""
     now = clock()
-    conf_path = resolve_conf_path(sysroot, settings)
-    conf = load_conf(conf_path)
-    config = agent_config(conf)
-    lib_dir = sysroot.path(config.lib_dir)
-    lib = scan_lib_dir(lib_dir, now=now)
     proc_error = None
     try:
         processes = _processes_of(sysroot)
@@ -263,7 +283,8 @@ def observe(
         proc_error = str(error)
         processes = ()
         log.warning("the agent's state is unknown: %s", error)
-    pidfile = check_pidfile(sysroot.path(config.pid_file), sysroot.proc)
+    conf_path = resolve_conf_path(sysroot, settings, processes)
+    conf = load_conf(conf_path)
     log_path = sysroot.path(settings.agent.log_path)
     signals = log_signals
     if signals is None:
@@ -272,6 +293,13 @@ def observe(
         except GuardError as error:  # unreadable or not a file: say so, show the rest
             log.debug("log not read: %s", error)
             signals = LogSignals()
+    # Agents before 2.10 ignore AutoUpdate.UpdateToLatestVersion: ask the goal-state agent.
+    exthandler = next((p for p in processes if p.role == "exthandler" and p.version), None)
+    agent_version = exthandler.version if exthandler is not None else signals.goal_state_version
+    config = agent_config(conf, agent_version)
+    lib_dir = sysroot.path(config.lib_dir)
+    lib = scan_lib_dir(lib_dir, now=now)
+    pidfile = _pidfile_state(sysroot, config.pid_file)
     unit = None
     unit_error = None
     system_state = None

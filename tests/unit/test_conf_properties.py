@@ -105,7 +105,9 @@ def test_unset_falls_back_to_the_earlier_duplicate_or_none(data: bytes, key: str
     old.pop(key, None)
     new.pop(key, None)
     assert new == old
-    assert len(after.lines) == len(before.lines) - (1 if values else 0)
+    # Removing the only line leaves a comment: the agent refuses an empty file.
+    assert len(after.lines) == max(len(before.lines) - (1 if values else 0), 1 if values else 0)
+    assert after.render() or not before.render()
 
 
 @given(conf_bytes, valid_key, valid_value)

@@ -299,7 +299,7 @@ def test_vmsnapshot_last_status(guest: Guest, status: str, mtime: float,
 
 
 def test_vmsnapshot_without_status_file_warns(guest: Guest) -> None:
-    guest.remove(f"/var/lib/waagent/{VMSNAPSHOT_NAME}-1.0.9220.0/status/0.status")
+    guest.remove(f"/var/lib/waagent/{VMSNAPSHOT_NAME}-1.0.9220.0/status/1.status")
     assert diagnose(guest)["WG-EXT-005"].status is Status.WARN
 
 

@@ -139,13 +139,13 @@ def test_status_mtime_is_the_files_mtime(tmp_path: Path) -> None:
 
 
 def test_status_accepts_string_message_and_missing_fields(tmp_path: Path) -> None:
-    text = json.dumps([{"status": {"status": "Transitioning", "formattedMessage": "working"}}])
+    text = json.dumps([{"status": {"status": "transitioning", "formattedMessage": "working"}}])
     make_handler(tmp_path, "Pub.Ext", "1.0", statuses={3: text})
     handler = scan_lib_dir(tmp_path, now=NOW).handler("Pub.Ext")
     assert handler is not None and handler.status is not None
     assert handler.status.status == "transitioning"
     assert handler.status.message == "working"
-    assert handler.status.code is None
+    assert handler.status.code == "0"  # the agent's default code
     assert handler.status.operation is None
 
 
@@ -166,22 +166,45 @@ def test_heartbeat_age_comes_from_the_heartbeat_file_mtime(tmp_path: Path) -> No
     assert handler.heartbeat_age_seconds == pytest.approx(700)
 
 
-def test_enabled_directory_is_active_even_when_older(tmp_path: Path) -> None:
+def test_highest_installed_version_is_active_like_the_agent(tmp_path: Path) -> None:
+    # get_installed_version: the highest version whose HandlerState is present and not
+    # NotInstalled/FailedUpgrade; Enabled is not preferred over Installed.
     make_handler(tmp_path, VMSNAPSHOT_NAME, "1.0.9117.0", state="Enabled")
     make_handler(tmp_path, VMSNAPSHOT_NAME, "1.0.9220.0", state="Installed")
     state = scan_lib_dir(tmp_path, now=NOW)
     active = state.handler(VMSNAPSHOT_NAME)
-    assert active is not None and active.version == "1.0.9117.0"
-    assert [h.active for h in state.handlers] == [True, False]
+    assert active is not None and active.version == "1.0.9220.0"
+    assert [h.active for h in state.handlers] == [False, True]
 
 
-def test_highest_version_is_active_when_none_is_enabled(tmp_path: Path) -> None:
-    # 1.0.9220.0 sorts below 1.0.999.0 as text; as integers it is the newest.
+def test_directory_without_handler_state_is_not_the_installed_one(tmp_path: Path) -> None:
+    # 1.0.9220.0 sorts below 1.0.999.0 as text; as integers it is the newest, but it
+    # has no HandlerState, so the agent's installed version is 1.0.999.0.
     make_handler(tmp_path, VMSNAPSHOT_NAME, "1.0.999.0", state="Installed")
     make_handler(tmp_path, VMSNAPSHOT_NAME, "1.0.9220.0", state=None)
     active = scan_lib_dir(tmp_path, now=NOW).handler(VMSNAPSHOT_NAME)
-    assert active is not None and active.version == "1.0.9220.0"
-    assert active.handler_state is None
+    assert active is not None and active.version == "1.0.999.0"
+
+
+@pytest.mark.parametrize("old_state", ["Enabled", "Disabled", "Installed"])
+@pytest.mark.parametrize("new_state", ["NotInstalled", "FailedUpgrade"])
+def test_failed_upgrade_leaves_the_old_version_active(
+    tmp_path: Path, old_state: str, new_state: str
+) -> None:
+    # Issue 12 item 2: 1.0.91.0 Enabled/Disabled next to 1.0.9220.0 NotInstalled (a failed
+    # upgrade): the agent's handler is 1.0.91.0, and version_ok is computed on it.
+    make_handler(tmp_path, VMSNAPSHOT_NAME, "1.0.91.0", state=old_state)
+    make_handler(tmp_path, VMSNAPSHOT_NAME, "1.0.9220.0", state=new_state)
+    active = scan_lib_dir(tmp_path, now=NOW).handler(VMSNAPSHOT_NAME)
+    assert active is not None and active.version == "1.0.91.0"
+    assert version_at_least(active.version, "1.0.9220.0") is False
+
+
+def test_no_installed_directory_means_no_active_handler(tmp_path: Path) -> None:
+    make_handler(tmp_path, VMSNAPSHOT_NAME, "1.0.9220.0", state="NotInstalled")
+    state = scan_lib_dir(tmp_path, now=NOW)
+    assert state.handler(VMSNAPSHOT_NAME) is None
+    assert [h.installed for h in state.handlers] == [False]
 
 
 def test_agent_dirs_and_stray_names_are_not_handlers(tmp_path: Path) -> None:
@@ -211,7 +234,7 @@ def test_truncated_status_is_a_problem_not_an_error(tmp_path: Path) -> None:
     handler = state.handler("Pub.Ext")
     assert handler is not None and handler.status is not None
     assert handler.status.sequence == 4
-    assert handler.status.status is None
+    assert handler.status.status == "error"  # what the agent reports for invalid JSON
     path = str(directory / "status" / "4.status")
     assert len(handler.problems) == 1
     assert path in handler.problems[0] and "malformed JSON" in handler.problems[0]
@@ -223,8 +246,8 @@ def test_directory_where_a_file_belongs_is_a_problem(tmp_path: Path) -> None:
     (directory / "config" / "HandlerState").mkdir()
     (directory / "config" / "HandlerStatus").mkdir()
     (directory / "status" / "0.status").mkdir()
-    handler = scan_lib_dir(tmp_path, now=NOW).handler("Pub.Ext")
-    assert handler is not None
+    (handler,) = scan_lib_dir(tmp_path, now=NOW).handlers
+    assert not handler.installed
     assert handler.handler_state is None and handler.handler_status is None
     assert len(handler.problems) == 3
     assert all("is a directory" in problem for problem in handler.problems)
@@ -234,8 +257,7 @@ def test_binary_garbage_is_a_problem(tmp_path: Path) -> None:
     directory = make_handler(tmp_path, "Pub.Ext", "1.0", state=None, handler_status=None)
     (directory / "config" / "HandlerState").write_bytes(b"\xff\xfe\x00garbage")
     (directory / "config" / "HandlerStatus").write_bytes(b"\x89PNG\r\n")
-    handler = scan_lib_dir(tmp_path, now=NOW).handler("Pub.Ext")
-    assert handler is not None
+    (handler,) = scan_lib_dir(tmp_path, now=NOW).handlers
     assert handler.handler_state is None
     assert all("not UTF-8" in problem for problem in handler.problems)
     assert len(handler.problems) == 2
@@ -258,19 +280,31 @@ def test_oversized_json_is_not_read(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("text", "expected", "status"),
     [
-        ("", "empty file"),
-        ("[]", "no status object"),
-        ('{"status": "success"}', "no status object"),
-        ('[{"status": {"status": "exploded"}}]', "unexpected status value"),
+        ("", "empty file", "error"),
+        ("[]", None, None),
+        ("null", None, None),
+        ("5", "not a JSON array", "error"),
+        ("\ufeff" + status_text("success"), "malformed JSON", "error"),
+        ('{"status": {"status": "success"}}', "not a JSON array", "error"),
+        ('[{"status": {"status": "exploded"}}]', "is not one of", "error"),
+        ('[{"status": {"status": "Success"}}]', "is not one of", "error"),
+        ('[{"status": {"code": 1}}]', "no status object", "error"),
     ],
 )
-def test_odd_status_documents_are_problems(tmp_path: Path, text: str, expected: str) -> None:
+def test_odd_status_documents_read_as_the_agent_reads_them(
+    tmp_path: Path, text: str, expected: str | None, status: str | None
+) -> None:
+    # Issue 12 item 3: what the agent's parse_ext_status reports (tests/oracle checks it).
     make_handler(tmp_path, "Pub.Ext", "1.0", statuses={0: text})
     handler = scan_lib_dir(tmp_path, now=NOW).handler("Pub.Ext")
-    assert handler is not None
-    assert len(handler.problems) == 1 and expected in handler.problems[0]
+    assert handler is not None and handler.status is not None
+    assert handler.status.status == status
+    if expected is None:
+        assert handler.problems == ()
+    else:
+        assert len(handler.problems) == 1 and expected in handler.problems[0]
 
 
 def test_handler_status_without_status_key_is_a_problem(tmp_path: Path) -> None:
@@ -395,8 +429,7 @@ def test_legacy_waagent_status_in_the_root_is_found(tmp_path: Path) -> None:
 
 def test_handler_with_only_a_manifest_has_nothing_to_report(tmp_path: Path) -> None:
     make_handler(tmp_path, "Pub.Ext", "1.0", state=None, handler_status=None)
-    handler = scan_lib_dir(tmp_path, now=NOW).handler("Pub.Ext")
-    assert handler is not None
+    (handler,) = scan_lib_dir(tmp_path, now=NOW).handlers
     assert (handler.handler_state, handler.handler_status, handler.status) == (None, None, None)
     assert handler.problems == ()
 
@@ -406,8 +439,7 @@ def test_symlink_loops_are_problems(tmp_path: Path) -> None:
     (directory / "config" / "HandlerState").symlink_to(directory / "config" / "HandlerState")
     shutil.rmtree(directory / "status")
     (directory / "status").symlink_to(directory / "status")
-    handler = scan_lib_dir(tmp_path, now=NOW).handler("Pub.Ext")
-    assert handler is not None
+    (handler,) = scan_lib_dir(tmp_path, now=NOW).handlers
     assert len(handler.problems) == 2
     assert "HandlerState: cannot stat" in handler.problems[0]
     assert "status: cannot list" in handler.problems[1]

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from waagent_guard.errors import ConfigError, InputError, PermissionDeniedError
-from waagent_guard.fsutil import atomic_write
+from waagent_guard.fsutil import atomic_write, read_bounded
 from waagent_guard.sysroot import (
     DEFAULT_EXTENSION_LOG_DIR,
     DEFAULT_LIB_DIR,
@@ -37,12 +40,13 @@ logger = logging.getLogger(__name__)
 MAX_CONF_BYTES = 64 * 1024 * 1024
 
 # The agent's switches and their code defaults (azurelinuxagent/common/conf.py,
-# __SWITCH_OPTIONS__ plus switches read directly). Used to flag values the agent
-# silently ignores.
+# __SWITCH_OPTIONS__ plus switches read directly), as of upstream 2.15; the oracle tests
+# (tests/oracle/test_conf_oracle.py) compare them with Debian's agent and a vendored
+# extract of upstream's table. Used to flag values the agent silently ignores.
 SWITCH_DEFAULTS: dict[str, bool] = {
     "AutoUpdate.Enabled": True,
     "CGroups.Enabled": True,
-    "Debug.EnableFastTrack": False,
+    "Debug.EnableFastTrack": True,
     "DetectScvmmEnv": False,
     "EnableOverProvisioning": True,
     "Extensions.Enabled": True,
@@ -62,13 +66,20 @@ SWITCH_DEFAULTS: dict[str, bool] = {
     "ResourceDisk.EnableSwap": False,
     "ResourceDisk.Format": False,
 }
-# AutoUpdate.UpdateToLatestVersion defaults to whatever AutoUpdate.Enabled says.
+# AutoUpdate.UpdateToLatestVersion defaults to whatever AutoUpdate.Enabled says; agents
+# before 2.10 do not know the key at all (it is then ignored).
 UPDATE_TO_LATEST_KEY = "AutoUpdate.UpdateToLatestVersion"
+UPDATE_TO_LATEST_SINCE = (2, 10)
+# Path settings: the agent uses the value as given, so an empty or relative value is
+# resolved against its working directory, which is / for a systemd service (the unit
+# sets no WorkingDirectory=) and for the SysV scripts (init starts them from /).
+PATH_KEYS = ("Lib.Dir", "Pid.File", "Extension.LogDir")
+AGENT_WORKING_DIRECTORY = "/"
 INTEGER_DEFAULTS: dict[str, Optional[int]] = {
     "Extensions.GoalStatePeriod": 6,
     "HttpProxy.Port": None,
     "Logs.CollectPeriod": 3600,
-    "OS.EnableFirewallPeriod": 30,
+    "OS.EnableFirewallPeriod": 300,  # 30 before 2.9 (Debian 12's 2.7.3.0)
 }
 STRING_DEFAULTS: dict[str, Optional[str]] = {
     "Extension.LogDir": DEFAULT_EXTENSION_LOG_DIR,
@@ -129,8 +140,13 @@ class ConfDocument:
         if value is None:
             if last is None:
                 return self
-            kept = [line.raw for line in self.lines if line is not last]
-            return parse_conf(b"".join(kept))
+            kept = b"".join(line.raw for line in self.lines if line is not last)
+            if not kept:
+                # The agent refuses an empty file ("Can't not parse empty configuration"):
+                # leave a comment in place of the only line.
+                kept = b"# " + key.encode("utf-8") + b" removed by waagent-guard" + last.eol
+                kept = kept if last.eol else kept + b"\n"
+            return parse_conf(kept)
         encoded = _check_value(key, value)
         if last is not None:
             eol = last.eol
@@ -233,7 +249,50 @@ def _value_problems(document: ConfDocument) -> list[str]:
                     f"the agent ignores it and uses its default ({default})",
                 )
             )
+    paths = effective_path_lines(document)
+    for key in PATH_KEYS:
+        path_line = paths.get(key)
+        if path_line is None or path_line.value is None or path_line.value.startswith("/"):
+            continue
+        line, value = path_line, path_line.value
+        resolved = agent_path(value)
+        if not value:
+            consequence = (
+                "the agent cannot write its pidfile (an empty path)"
+                if key == "Pid.File"
+                else f"the agent then uses its working directory ({resolved})"
+            )
+            problems.append(
+                (
+                    line.number,
+                    f"line {line.number}: {key} is empty; {consequence}: set an absolute path "
+                    f"such as {STRING_DEFAULTS[key]} or remove the line",
+                )
+            )
+        else:
+            shown = value if len(value) <= 60 else value[:60] + "..."
+            problems.append(
+                (
+                    line.number,
+                    f"line {line.number}: {key}={shown} is relative; the agent resolves it "
+                    f"against its working directory ({AGENT_WORKING_DIRECTORY}), i.e. "
+                    f"{resolved}: give an absolute path",
+                )
+            )
     return [message for _, message in sorted(problems)]
+
+
+def effective_path_lines(document: ConfDocument) -> dict[str, ConfLine]:
+    return {line.key: line for line in document.lines if line.key in PATH_KEYS}
+
+
+def agent_path(value: str) -> str:
+    """A path setting as the agent ends up using it: relative to its working directory.
+
+    An empty value names the working directory itself (`os.path.join("", name)` is
+    `name`); `..` cannot climb above the root (so a hostile value stays inside --root).
+    """
+    return posixpath.normpath(posixpath.join(AGENT_WORKING_DIRECTORY, value))
 
 
 def _check_key(key: str) -> None:
@@ -332,8 +391,61 @@ def set_conf_value(
     return document.get(key), edited.get(key)
 
 
-def conf_path(sysroot: Sysroot, override: Optional[str]) -> Path:
-    """The agent's config: guard setting `agent.conf_path` under the sysroot, else per distro."""
+# The agent's own argument parser (azurelinuxagent/agent.py, parse_args): re.match of this
+# on each argument, the last match wins; the daemon passes it on to its ExtHandler child.
+CONFIGURATION_PATH_ARGUMENT = re.compile(r"^(?:[-/]*)configuration-path:([\w/\.\-_]+)")
+# Distributions whose osutil hard-codes another path (osutil/coreos.py, osutil/clearlinux.py):
+# the agent reads it even when /etc/waagent.conf exists.
+COREOS_CONF = "/usr/share/oem/waagent.conf"
+CLEAR_LINUX_CONF = "/usr/share/defaults/waagent/waagent.conf"
+
+
+def configuration_path_argument(argv: Sequence[str]) -> Optional[str]:
+    """The `-configuration-path:` an agent command line gives, resolved like the agent."""
+    found: Optional[str] = None
+    for argument in argv:
+        match = CONFIGURATION_PATH_ARGUMENT.match(argument)
+        if match is not None:
+            found = match.group(1)
+    return None if found is None else agent_path(found)
+
+
+def _os_release(sysroot: Sysroot) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for candidate in ("/etc/os-release", "/usr/lib/os-release"):
+        try:
+            data = read_bounded(sysroot.path(candidate), 64 * 1024)[0]
+        except OSError:
+            continue
+        for line in data.decode("utf-8", "replace").splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                fields[key.strip()] = value.strip().strip("\"'")
+        break
+    return fields
+
+
+def distro_conf_path(sysroot: Sysroot) -> Optional[str]:
+    """The path a distribution's osutil hard-codes, when it is not /etc/waagent.conf."""
+    release = _os_release(sysroot)
+    ids = {release.get("ID", "").lower(), release.get("VERSION_CODENAME", "").lower()}
+    if ids & {"flatcar", "coreos"}:
+        return COREOS_CONF
+    if "Clear Linux" in release.get("NAME", "") or release.get("ID", "") == "clear-linux-os":
+        return CLEAR_LINUX_CONF
+    return None
+
+
+def conf_path(
+    sysroot: Sysroot, override: Optional[str], agent_cmdlines: Sequence[Sequence[str]] = ()
+) -> Path:
+    """The file the running agent reads.
+
+    In order: the guard setting `agent.conf_path`; the `-configuration-path:` on a running
+    agent's command line (`agent_cmdlines`, daemon first); the distribution's hard-coded
+    path (CoreOS/Flatcar, Clear Linux); /etc/waagent.conf (or, on an unknown tree without
+    it, the first distribution path that exists).
+    """
     if override:
         if not override.startswith("/"):
             raise ConfigError(
@@ -341,6 +453,13 @@ def conf_path(sysroot: Sysroot, override: Optional[str]) -> Path:
                 f"(got {override!r})"
             )
         return sysroot.path(override)
+    for argv in agent_cmdlines:
+        argument = configuration_path_argument(argv)
+        if argument is not None:
+            return sysroot.path(argument)
+    distro = distro_conf_path(sysroot)
+    if distro is not None:
+        return sysroot.path(distro)
     return sysroot.find_waagent_conf()
 
 
@@ -352,7 +471,7 @@ class AgentConfig:
     logs_collect: bool
     extensions_enabled: bool
     autoupdate_enabled: bool
-    update_to_latest: Optional[bool]  # None when absent (or not y/n)
+    update_to_latest: Optional[bool]  # None when absent, not y/n, or the agent is before 2.10
     auto_update: bool  # effective: update_to_latest when set, else autoupdate_enabled
     http_proxy_host: Optional[str]
     http_proxy_port: Optional[int]
@@ -380,8 +499,27 @@ def _as_int(value: Optional[str]) -> Optional[int]:
         return None
 
 
-def agent_config(document: ConfDocument) -> AgentConfig:
-    """The typed view the agent itself would compute from `document`."""
+def knows_update_to_latest(agent_version: Optional[str]) -> bool:
+    """Whether an agent of `agent_version` reads AutoUpdate.UpdateToLatestVersion (>= 2.10).
+
+    An unknown version counts as a current agent.
+    """
+    if agent_version is None:
+        return True
+    # Imported here: extensions.py owns version parsing and imports nothing from here.
+    from waagent_guard.agent.extensions import version_at_least
+
+    known = version_at_least(agent_version, ".".join(map(str, UPDATE_TO_LATEST_SINCE)))
+    return known is not False
+
+
+def agent_config(document: ConfDocument, agent_version: Optional[str] = None) -> AgentConfig:
+    """The typed view the agent itself would compute from `document`.
+
+    `agent_version` is the goal-state agent's version when known: agents before 2.10 ignore
+    AutoUpdate.UpdateToLatestVersion. Path settings come back absolute, resolved the way
+    the agent resolves them (`agent_path`); an empty Pid.File stays empty (no pidfile).
+    """
 
     def switch(key: str) -> bool:
         parsed = _as_switch(document.get(key))
@@ -393,12 +531,22 @@ def agent_config(document: ConfDocument) -> AgentConfig:
         assert default is not None
         return default if value is None else value
 
+    def path(key: str) -> str:
+        value = string(key)
+        if key == "Pid.File" and not value:
+            return ""
+        return agent_path(value)
+
     def integer(key: str) -> Optional[int]:
         parsed = _as_int(document.get(key))
         return INTEGER_DEFAULTS[key] if parsed is None else parsed
 
     autoupdate_enabled = switch("AutoUpdate.Enabled")
-    update_to_latest = _as_switch(document.get(UPDATE_TO_LATEST_KEY))
+    update_to_latest = (
+        _as_switch(document.get(UPDATE_TO_LATEST_KEY))
+        if knows_update_to_latest(agent_version)
+        else None
+    )
     goal_state_period = integer("Extensions.GoalStatePeriod")
     assert goal_state_period is not None
     return AgentConfig(
@@ -411,9 +559,9 @@ def agent_config(document: ConfDocument) -> AgentConfig:
         http_proxy_host=document.get("HttpProxy.Host"),
         http_proxy_port=integer("HttpProxy.Port"),
         os_enable_firewall=switch("OS.EnableFirewall"),
-        lib_dir=string("Lib.Dir"),
-        extension_log_dir=string("Extension.LogDir"),
-        pid_file=string("Pid.File"),
+        lib_dir=path("Lib.Dir"),
+        extension_log_dir=path("Extension.LogDir"),
+        pid_file=path("Pid.File"),
         provisioning_agent=string("Provisioning.Agent"),
         goal_state_period=goal_state_period,
     )

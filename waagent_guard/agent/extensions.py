@@ -36,6 +36,14 @@ AGENT_DIR_PATTERN = re.compile(r"^WALinuxAgent-(\d+(?:\.\d+)*)$")
 STATUS_FILE_PATTERN = re.compile(r"^(\d+)\.status$")
 LEGACY_WAAGENT_STATUS_PATTERN = re.compile(r"^waagent_status.*\.json$")
 VERSION_PATTERN = re.compile(r"^\d+(?:\.\d+)*$")
+# The agent's FlexibleVersion (azurelinuxagent/common/utils/flexible_version.py):
+# dotted numbers, then optionally a pre-release tag alpha < beta < rc with a number,
+# after ".", "-" or nothing ("1.0.0rc1" == "1.0.0-rc1" == "1.0.0.rc1").
+FLEXIBLE_VERSION_PATTERN = re.compile(r"^(\d+(?:\.\d+)*)(?:[.-]?(alpha|beta|rc)(\d*))?$")
+PRERELEASE_TAGS = ("alpha", "beta", "rc")
+SETTINGS_FILE_PATTERN = re.compile(r"((?P<ext_name>\w+)\.)*(?P<seq_no>\d+)\.settings")
+# The agent ignores handler directories in these states (get_installed_version).
+NOT_INSTALLED_STATES = ("NotInstalled", "FailedUpgrade")
 
 MAX_JSON_BYTES = 1024 * 1024
 MAX_SMALL_FILE_BYTES = 4096
@@ -56,29 +64,77 @@ def parse_version(text: str) -> Optional[tuple[int, ...]]:
     return tuple(int(part) for part in candidate.split("."))
 
 
-def _padded(left: tuple[int, ...], right: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    width = max(len(left), len(right))
-    return tuple(part + (0,) * (width - len(part)) for part in (left, right))
+def version_key(numbers: tuple[int, ...]) -> tuple[int, ...]:
+    """A sort key that pads like the agent: (1, 0, 91, 0) and (1, 0, 91) are the same key."""
+    end = len(numbers)
+    while end and numbers[end - 1] == 0:
+        end -= 1
+    return numbers[:end]
+
+
+# (release numbers, pre-release (tag index, number or None) or None)
+_Flexible = tuple[tuple[int, ...], Optional[tuple[int, Optional[int]]]]
+
+
+def parse_flexible_version(text: str) -> Optional[_Flexible]:
+    """A version as the agent's FlexibleVersion reads it; None when it would raise."""
+    match = FLEXIBLE_VERSION_PATTERN.match(text.strip())
+    if match is None:
+        return None
+    numbers = tuple(int(part) for part in match.group(1).split("."))
+    tag = match.group(2)
+    if tag is None:
+        return numbers, None
+    number = match.group(3)
+    return numbers, (PRERELEASE_TAGS.index(tag), int(number) if number else None)
+
+
+def compare_versions(left: str, right: str) -> Optional[int]:
+    """-1, 0 or 1 as FlexibleVersion orders `left` and `right`; None when it cannot.
+
+    Missing release parts count as 0 ('1' == '1.0', '1.0.91' == '1.0.91.0'); a
+    pre-release sorts before its release and alpha < beta < rc. None where the agent's
+    own comparison raises: a side that is not a version, or two pre-releases with the
+    same tag where one has no number ('1.0rc' vs '1.0rc1').
+    """
+    first, second = parse_flexible_version(left), parse_flexible_version(right)
+    if first is None or second is None:
+        return None
+    numbers = (version_key(first[0]), version_key(second[0]))
+    if numbers[0] != numbers[1]:
+        return -1 if numbers[0] < numbers[1] else 1
+    pre_first, pre_second = first[1], second[1]
+    if pre_first == pre_second:
+        return 0
+    if pre_first is None or pre_second is None:
+        return 1 if pre_first is None else -1
+    if pre_first[0] != pre_second[0]:
+        return -1 if pre_first[0] < pre_second[0] else 1
+    if pre_first[1] is None or pre_second[1] is None:
+        return None
+    return -1 if pre_first[1] < pre_second[1] else 1
 
 
 def version_at_least(version: Optional[str], minimum: str) -> Optional[bool]:
-    """Whether `version` >= `minimum` as integer tuples (missing parts count as 0).
+    """Whether `version` >= `minimum` as the agent compares them (`compare_versions`).
 
     None when either side is missing or not a version: "unknown" is not "too old".
     """
     if version is None:
         return None
-    have = parse_version(version)
-    need = parse_version(minimum)
-    if have is None or need is None:
-        return None
-    have_padded, need_padded = _padded(have, need)
-    return have_padded >= need_padded
+    order = compare_versions(version, minimum)
+    return None if order is None else order >= 0
 
 
 @dataclass(frozen=True)
 class ExtensionStatus:
-    """The newest `status/<seq>.status` of a handler (fields None when unreadable)."""
+    """An extension's current status as the agent reports it (see `_current_status`).
+
+    `status` is what the agent would send: "error" for a status file it cannot use,
+    "transitioning" while the current sequence has no status file yet, None where the
+    agent reports no value (a `null` or `[]` status file). `mtime` is the status file's
+    (the settings file's while there is no status file).
+    """
 
     sequence: int
     status: Optional[str]
@@ -86,6 +142,8 @@ class ExtensionStatus:
     operation: Optional[str]
     message: Optional[str]
     mtime: float
+    extension: Optional[str] = None  # the extension's name for a multi-config handler
+    file_present: bool = True  # False: no status file for this sequence yet
 
 
 @dataclass(frozen=True)
@@ -102,6 +160,8 @@ class ExtensionHandler:
     heartbeat_age_seconds: Optional[float]
     active: bool
     problems: tuple[str, ...]
+    installed: bool = True  # HandlerState exists and is neither NotInstalled nor FailedUpgrade
+    extension_statuses: tuple[ExtensionStatus, ...] = ()  # every extension of the handler
 
 
 @dataclass(frozen=True)
@@ -135,6 +195,14 @@ class LibState:
             if candidate.name == name and candidate.active:
                 return candidate
         return None
+
+    def newest_directory(self, name: str) -> Optional[ExtensionHandler]:
+        """The active directory, else (none installed) the highest-version one, if any."""
+        active = self.handler(name)
+        if active is not None:
+            return active
+        candidates = [candidate for candidate in self.handlers if candidate.name == name]
+        return candidates[-1] if candidates else None
 
 
 class _Unreadable(Exception):
@@ -200,27 +268,117 @@ def _status_message(formatted: Any) -> Optional[str]:
 def parse_status_document(
     document: Any, path: Path, sequence: int, mtime: float, problems: list[str]
 ) -> ExtensionStatus:
-    """Read element 0 of a `<seq>.status` array (a bare object is accepted too)."""
-    entry = document[0] if isinstance(document, list) and document else document
-    inner = entry.get("status") if isinstance(entry, dict) else None
-    if not isinstance(inner, dict):
-        problems.append(f'{path}: no status object (expected [{{"status": {{...}}}}])')
+    """Element 0 of a `<seq>.status` array, judged as the agent's `parse_ext_status` does.
+
+    `null` and `[]` leave the status unset; anything but an array, a first element
+    without `status`, or a `status.status` that is not exactly one of transitioning,
+    warning, error, success (case matters: "Success" is an error) is "error".
+    """
+    if document is None or document == []:
         return ExtensionStatus(sequence, None, None, None, None, mtime)
-    value = _optional_str(inner.get("status"))
-    if value is not None and value.lower() not in EXTENSION_STATUS_VALUES:
-        problems.append(f"{path}: unexpected status value {value!r}")
+    entry = document[0] if isinstance(document, list) else None
+    inner = entry.get("status") if isinstance(entry, dict) else None
+    if not isinstance(document, list):
+        problems.append(f"{path}: not a JSON array; the agent reports the status as error")
+        return ExtensionStatus(sequence, "error", None, None, None, mtime)
+    if not isinstance(inner, dict) or "status" not in inner:
+        problems.append(
+            f'{path}: no status object (expected [{{"status": {{"status": ...}}}}]); '
+            "the agent reports the status as error"
+        )
+        return ExtensionStatus(sequence, "error", None, None, None, mtime)
+    value = inner["status"]
+    if not (isinstance(value, str) and value in EXTENSION_STATUS_VALUES):
+        problems.append(
+            f"{path}: status {value!r} is not one of {', '.join(EXTENSION_STATUS_VALUES)} "
+            "(lower case); the agent reports it as error"
+        )
+        value = "error"
+    code = inner.get("code", 0)
     return ExtensionStatus(
         sequence=sequence,
-        status=value.lower() if value is not None else None,
-        code=_optional_str(inner.get("code")),
+        status=value,
+        code=_optional_str(code),
         operation=_optional_str(inner.get("operation")),
         message=_status_message(inner.get("formattedMessage")),
         mtime=mtime,
     )
 
 
-def _newest_status(directory: Path, problems: list[str]) -> Optional[ExtensionStatus]:
-    status_dir = directory / "status"
+def _settings_sequences(config_dir: Path) -> dict[Optional[str], tuple[int, float]]:
+    """Per extension name (None: single config), the last-modified settings' sequence.
+
+    As the agent's `_get_last_modified_seq_no_from_config_files`: the sequence number of
+    the settings file modified last, not the largest one.
+    """
+    chosen: dict[Optional[str], tuple[int, float]] = {}
+    try:
+        names = os.listdir(config_dir)
+    except OSError:
+        return chosen
+    for name in names:
+        match = SETTINGS_FILE_PATTERN.search(name)
+        if match is None:
+            continue
+        try:
+            info = os.stat(config_dir / name)
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        extension = match.group("ext_name")
+        best = chosen.get(extension)
+        candidate = (int(match.group("seq_no")), info.st_mtime)
+        # Equal mtimes (a copied tree): the agent's pick depends on listing order; the
+        # guard takes the larger sequence number so the answer is stable.
+        if best is None or (candidate[1], candidate[0]) > (best[1], best[0]):
+            chosen[extension] = candidate
+    return chosen
+
+
+def _status_file(
+    path: Path, sequence: int, settings_mtime: float, problems: list[str]
+) -> ExtensionStatus:
+    """The agent's `collect_ext_status` for one (sequence, status file)."""
+    try:
+        mtime = os.stat(path).st_mtime
+        data = _read_regular(path, MAX_JSON_BYTES)
+    except FileNotFoundError:
+        # No status file for the current settings yet: the agent reports transitioning.
+        return ExtensionStatus(
+            sequence, "transitioning", "0", None, None, settings_mtime, file_present=False
+        )
+    except OSError as error:
+        problems.append(f"{path}: cannot stat ({error.strerror or error})")
+        return ExtensionStatus(sequence, "error", None, None, None, settings_mtime)
+    except _Unreadable as error:
+        problems.append(str(error))
+        if "larger than" in str(error):
+            # The agent would read it; the guard reads bounded: status unknown.
+            return ExtensionStatus(sequence, None, None, None, None, settings_mtime)
+        return ExtensionStatus(sequence, "error", None, None, None, settings_mtime)
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        problems.append(f"{path}: not UTF-8 text (byte {error.start}); the agent reports error")
+        return ExtensionStatus(sequence, "error", None, None, None, mtime)
+    except json.JSONDecodeError as error:
+        what = (
+            "empty file"
+            if not data.strip()
+            else f"malformed JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        )
+        problems.append(f"{path}: {what}; the agent reports the status as error")
+        return ExtensionStatus(sequence, "error", None, None, None, mtime)
+    return parse_status_document(document, path, sequence, mtime, problems)
+
+
+def _legacy_newest_status(status_dir: Path, problems: list[str]) -> Optional[ExtensionStatus]:
+    """No settings at all (a tree copied without config/): the highest-numbered status.
+
+    The agent reports nothing without settings; the guard still shows the last result a
+    support bundle or a copied tree holds (a deliberate difference, tests/oracle).
+    """
     try:
         names = os.listdir(status_dir)
     except FileNotFoundError:
@@ -233,18 +391,40 @@ def _newest_status(directory: Path, problems: list[str]) -> Optional[ExtensionSt
         return None
     sequence = max(sequences)
     path = status_dir / f"{sequence}.status"
-    try:
-        mtime = os.stat(path).st_mtime
-    except OSError:
-        return None  # removed between listing and reading
-    try:
-        document = _read_json(path)
-    except FileNotFoundError:
+    if not path.exists():
         return None
-    except _Unreadable as error:
-        problems.append(str(error))
-        return ExtensionStatus(sequence, None, None, None, None, mtime)
-    return parse_status_document(document, path, sequence, mtime, problems)
+    return _status_file(path, sequence, 0.0, problems)
+
+
+def _current_statuses(directory: Path, problems: list[str]) -> tuple[ExtensionStatus, ...]:
+    """Each extension's status: sequence from its last-modified settings, then its file.
+
+    Single config: `config/<seq>.settings` -> `status/<seq>.status`. Multi-config:
+    `config/<ext>.<seq>.settings` -> `status/<ext>.<seq>.status`, one per extension.
+    """
+    status_dir = directory / "status"
+    sequences = _settings_sequences(directory / "config")
+    if not sequences:
+        legacy = _legacy_newest_status(status_dir, problems)
+        return () if legacy is None else (legacy,)
+    found: list[ExtensionStatus] = []
+    for extension in sorted(sequences, key=lambda name: name or ""):
+        sequence, settings_mtime = sequences[extension]
+        name = f"{sequence}.status" if extension is None else f"{extension}.{sequence}.status"
+        status = _status_file(status_dir / name, sequence, settings_mtime, problems)
+        found.append(replace(status, extension=extension))
+    return tuple(found)
+
+
+def _summary_status(statuses: tuple[ExtensionStatus, ...]) -> Optional[ExtensionStatus]:
+    """One status for the handler: the single-config one, else the worst extension's."""
+    if not statuses:
+        return None
+    single = [status for status in statuses if status.extension is None]
+    if single:
+        return single[0]
+    rank = {"error": 0, "warning": 1, "transitioning": 2, "success": 3}
+    return min(statuses, key=lambda status: (rank.get(status.status or "", 4), -status.mtime))
 
 
 def _read_small(path: Path, problems: list[str]) -> Optional[str]:
@@ -285,33 +465,54 @@ def _heartbeat_age(directory: Path, now: float) -> Optional[float]:
     return max(0.0, now - mtime)
 
 
+def _installed(directory: Path) -> bool:
+    """The agent's test in `get_installed_version`: HandlerState exists and its exact
+    content (not stripped) is neither NotInstalled nor FailedUpgrade."""
+    path = directory / HANDLER_STATE_FILE
+    if not path.exists():
+        return False
+    try:
+        text = _read_text(path, MAX_SMALL_FILE_BYTES)
+    except (OSError, _Unreadable):
+        return False  # the agent could not read it either (it would fail on it)
+    return text not in NOT_INSTALLED_STATES
+
+
 def _scan_handler(directory: Path, name: str, version: str, now: float) -> ExtensionHandler:
     problems: list[str] = []
     version_tuple = parse_version(version) or ()
+    handler_state = _handler_state(directory, problems)
+    handler_status = _handler_status(directory, problems)
+    statuses = _current_statuses(directory, problems)
     return ExtensionHandler(
         name=name,
         version=version,
         version_tuple=version_tuple,
         directory=directory,
-        handler_state=_handler_state(directory, problems),
-        handler_status=_handler_status(directory, problems),
-        status=_newest_status(directory, problems),
+        handler_state=handler_state,
+        handler_status=handler_status,
+        status=_summary_status(statuses),
         heartbeat_age_seconds=_heartbeat_age(directory, now),
         active=False,
         problems=tuple(problems),
+        installed=_installed(directory),
+        extension_statuses=statuses,
     )
 
 
 def _mark_active(handlers: list[ExtensionHandler]) -> tuple[ExtensionHandler, ...]:
-    """Per name, the active dir is the newest `Enabled` one, else the newest version."""
+    """Per name, the agent's installed version: the highest version whose HandlerState is
+    present and not NotInstalled/FailedUpgrade (`ExtHandlerInstance.get_installed_version`).
+    No such directory: no active one (the agent considers the handler not installed)."""
     chosen: dict[str, ExtensionHandler] = {}
     for handler in handlers:
+        if not handler.installed:
+            continue
         best = chosen.get(handler.name)
-        key = (handler.handler_state == "Enabled", handler.version_tuple)
-        if best is None or key > (best.handler_state == "Enabled", best.version_tuple):
+        if best is None or version_key(handler.version_tuple) > version_key(best.version_tuple):
             chosen[handler.name] = handler
-    ordered = sorted(handlers, key=lambda h: (h.name, h.version_tuple))
-    return tuple(replace(h, active=chosen[h.name] is h) for h in ordered)
+    ordered = sorted(handlers, key=lambda h: (h.name, version_key(h.version_tuple)))
+    return tuple(replace(h, active=chosen.get(h.name) is h) for h in ordered)
 
 
 def _agent_version(directory: Path, version: str, problems: list[str]) -> AgentVersionDir:
@@ -327,11 +528,30 @@ def _agent_version(directory: Path, version: str, problems: list[str]) -> AgentV
         document = None
     if document is not None:
         if isinstance(document, dict):
-            blacklisted = document.get("was_fatal") is True
+            blacklisted = _blacklisted(document)
             reason = _optional_str(document.get("reason")) or None
         else:
             problems.append(f"{path}: expected a JSON object")
     return AgentVersionDir(version, parse_version(version) or (), blacklisted, reason)
+
+
+# The agent's ErrorState/GuestAgentError: a version is blacklisted once it failed this many
+# times, or once a failure was fatal (azurelinuxagent/ga/guestagent.py, ga/update.py).
+MAX_AGENT_FAILURES = 3
+
+
+def _blacklisted(document: dict[str, Any]) -> bool:
+    """`GuestAgentError.load` + `is_blacklisted`: a truthy was_fatal, or failure_count >= 3.
+
+    A value the agent's `max(0, value)` cannot take (a string, null) makes it discard the
+    whole file: not blacklisted.
+    """
+    try:
+        count = max(0, document.get("failure_count", 0))
+        max(0.0, document.get("last_failure", 0.0))
+    except TypeError:
+        return False
+    return bool(document.get("was_fatal", False)) or count >= MAX_AGENT_FAILURES
 
 
 def _wireserver_endpoint(lib_dir: Path, problems: list[str]) -> Optional[str]:

@@ -8,7 +8,8 @@ the last one being the loosest:
 2. `2020-03-31T21:19:09.111829Z INFO Daemon msg` (2.2.46: UTC, prefix only)
 3. `2021/03/30 19:35:35.971742 INFO Daemon msg` (2.2.31-2.2.45: guest local time, prefix)
 4. `2017/06/14 22:46:43.331214 WARNING msg` (<= 2.2.26: local time, no prefix)
-5. `2021/03/30 19:45:31 [Pub.Type-1.0] msg` (extensions' bundled library: no level, no µs)
+5. `2021/03/30 19:45:31 [Pub.Type-1.0] msg` (extensions' bundled library: no µs; no level,
+   or a level glued to the prefix: `2021/03/30 19:45:31 ERROR:[Pub.Type-1.0] msg`)
 
 A line matching none of them continues the previous record (tracebacks, `[stdout]` /
 `[stderr]` blocks). Continuation lines seen before any record form a record of format 0
@@ -20,6 +21,7 @@ Firewall or `[Publisher.Type-version]`), or when its third token is a name only 
 for a thread (MainThread, MonitorHandler, EnvHandler, ... : a CamelCase word ending in
 Handler, Collector, Monitor or Thread that is not itself a prefix; format 1 then has no
 prefix, as in `INFO MainThread Fetched a new incarnation ...`). Anything else is format 2.
+A prefix-like word followed by a verb ("Daemon is already running") is message text.
 
 The tailer, `read_recent` and the events catalogue live in `tail.py` and `logevents.py`;
 this module re-exports them so `waagent_guard.agent.log` is the one name to import.
@@ -57,6 +59,38 @@ _SLASH_LEVEL_HEAD = re.compile(
 )
 _SLASH_PLAIN_HEAD = re.compile(r"(\d{4})/(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?: |$)")
 _EXTENSION_PREFIX = re.compile(r"\[[^\]\s]+-\d[^\]\s]*\]")
+# Extensions' bundled library may put the level first: `ERROR:[Pub.Type-1.0] message`.
+_EXTENSION_LEVEL = re.compile(r"(VERBOSE|INFO|WARNING|WARN|ERROR):(?=\[)")
+# A prefix-like first word followed by one of these is the start of a message written
+# without a prefix ("Daemon is already running", "Firewall appears established"), not a
+# prefix: agent messages after a prefix start with a capital, never with such a verb.
+_MESSAGE_VERBS = frozenset(
+    {
+        "is",
+        "are",
+        "was",
+        "were",
+        "appears",
+        "appear",
+        "seems",
+        "has",
+        "have",
+        "had",
+        "will",
+        "would",
+        "not",
+        "already",
+    }
+)
+
+
+def _is_prefix(word: str, following: str) -> bool:
+    """Whether `word` is a log prefix, given the text that follows it."""
+    if word in PREFIXES:
+        return following.partition(" ")[0] not in _MESSAGE_VERBS
+    return word[:1] == "[" and _EXTENSION_PREFIX.fullmatch(word) is not None
+
+
 _THREAD_NAME = re.compile(
     r"(?:MainThread|Thread-\d+|[A-Z][A-Za-z]*(?:Handler|Collector|Monitor|Thread))"
 )
@@ -68,7 +102,7 @@ class LogRecord:
     """One logical log entry: a header line plus its continuation lines."""
 
     timestamp: Optional[datetime]  # aware, UTC (local-time formats converted from the guest zone)
-    level: Optional[str]  # VERBOSE|INFO|WARNING|ERROR; None for format 5 and format 0
+    level: Optional[str]  # VERBOSE|INFO|WARNING|ERROR; None for format 0 and level-less format 5
     thread: Optional[str]
     prefix: Optional[str]
     message: str  # header message and continuation lines joined by "\n", EOLs removed
@@ -229,9 +263,9 @@ class RecordParser:
             rest = text[match.end() :]
             first, _, after_first = rest.partition(" ")
             second, _, after_second = after_first.partition(" ")
-            if second in PREFIXES or (second[:1] == "[" and _EXTENSION_PREFIX.fullmatch(second)):
+            if _is_prefix(second, after_second):
                 return stamp, level, first, second, after_second, 1
-            if first in PREFIXES or (first[:1] == "[" and _EXTENSION_PREFIX.fullmatch(first)):
+            if _is_prefix(first, after_first):
                 return stamp, level, None, first, after_first, 2
             if _THREAD_NAME.fullmatch(first):
                 return stamp, level, first, None, after_first, 1
@@ -244,7 +278,7 @@ class RecordParser:
                     return None
                 rest = text[match.end() :]
                 first, _, after_first = rest.partition(" ")
-                if first in PREFIXES or (first[:1] == "[" and _EXTENSION_PREFIX.fullmatch(first)):
+                if _is_prefix(first, after_first):
                     return local_stamp, match.group(8), None, first, after_first, 3
                 return local_stamp, match.group(8), None, None, rest, 4
             match = _SLASH_PLAIN_HEAD.match(text)
@@ -254,13 +288,21 @@ class RecordParser:
             if local_stamp is None:
                 return None
             rest = text[match.end() :]
+            plain_level: Optional[str] = None
+            level_match = _EXTENSION_LEVEL.match(rest)
+            if level_match is not None:
+                word = level_match.group(1)
+                plain_level = "WARNING" if word == "WARN" else word
+                rest = rest[level_match.end() :]
             prefix_match = _EXTENSION_PREFIX.match(rest)
             if prefix_match is None:
+                if plain_level is not None:  # not the library's shape after all
+                    rest = text[match.end() :]
                 return local_stamp, None, None, None, rest, 5
             message = rest[prefix_match.end() :]
             if message[:1] == " ":
                 message = message[1:]
-            return local_stamp, None, None, prefix_match.group(0), message, 5
+            return local_stamp, plain_level, None, prefix_match.group(0), message, 5
         return None
 
     def _local_time(self, text: str, match: re.Match[str]) -> Optional[datetime]:

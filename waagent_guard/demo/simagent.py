@@ -467,4 +467,21 @@ def lay_demo_guest(target_dir: Path) -> Path:
     target = Path(target_dir)
     _copy_tree(resources.files("waagent_guard.demo").joinpath("guest"), target)
     (target / DAEMON_PROGRAM).chmod(0o755)
+    _order_settings(target / "var/lib/waagent", time.time())
     return target
+
+
+def _order_settings(lib_dir: Path, now: float) -> None:
+    """Date each handler's settings files in sequence order, as the agent wrote them.
+
+    The agent takes the current sequence number from the settings file modified last;
+    a copy gives every file the copy's time, in whatever order the copy went.
+    """
+    for config in sorted(lib_dir.glob("*/config")):
+        numbered = []
+        for path in config.glob("*.settings"):
+            number = path.name.split(".")[-2]
+            numbered.append((int(number) if number.isdigit() else -1, path))
+        for index, (_, path) in enumerate(sorted(numbered)):
+            stamp = now - 3600 + index
+            os.utime(path, (stamp, stamp))

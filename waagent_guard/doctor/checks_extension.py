@@ -26,7 +26,10 @@ VMSNAPSHOT_EVENT = "vmsnapshot_operation_failed"
 
 
 def _handler(facts: Facts) -> Optional[ExtensionHandler]:
-    return facts.observation.lib.handler(VMSNAPSHOT_NAME)
+    # The agent's installed version; with none installed (a failed install or upgrade
+    # left only NotInstalled/FailedUpgrade directories) the newest directory, whose
+    # HandlerState then says what went wrong.
+    return facts.observation.lib.newest_directory(VMSNAPSHOT_NAME)
 
 
 def extensions_enabled(facts: Facts, settings: Settings) -> CheckResult:
@@ -92,6 +95,10 @@ def vmsnapshot_last_status(facts: Facts, settings: Settings) -> CheckResult:
     status = handler.status
     if status is None:
         return warn("VMSnapshot has written no status file yet")
+    if not status.file_present:
+        return warn(f"VMSnapshot has written no status file for sequence {status.sequence} yet "
+                    "(the agent reports it as transitioning)",
+                    {"sequence": status.sequence, "status": status.status})
     age = max(0.0, facts.now - status.mtime)
     evidence = {"sequence": status.sequence, "status": status.status, "code": status.code,
                 "operation": status.operation,

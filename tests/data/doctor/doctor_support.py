@@ -101,17 +101,22 @@ class Guest:
         directory = f"/var/lib/waagent/{VMSNAPSHOT_NAME}-{version}"
         self.write(f"{directory}/config/HandlerState", state)
         self.write(f"{directory}/config/HandlerStatus", json.dumps({"status": handler_status}))
-        if status is not None:
-            document = [{"status": {"status": status, "operation": "Enable", "code": code,
-                                    "formattedMessage": {"message": message}}}]
-            self.write(f"{directory}/status/0.status", json.dumps(document), mtime=status_mtime)
         if blob_host is not None:
             public = {"logsBlobUri": f"https://{blob_host}/logs/blob.txt?sv=2020&{SAS_SECRET}",
                       "statusBlobUri": f"https://{blob_host}/status/blob.txt?sv=2020&{SAS_SECRET}"}
             settings = {"runtimeSettings": [{"handlerSettings": {
                 "protectedSettings": "MIIB...", "publicSettings": public}}]}
-            self.write(f"{directory}/config/0.settings", json.dumps({"runtimeSettings": []}))
-            self.write(f"{directory}/config/1.settings", json.dumps(settings))
+            self.write(f"{directory}/config/0.settings", json.dumps({"runtimeSettings": []}),
+                       mtime=status_mtime - 120)
+            self.write(f"{directory}/config/1.settings", json.dumps(settings),
+                       mtime=status_mtime - 60)
+        if status is not None:
+            # The agent reads the status of the last-modified settings' sequence number.
+            sequence = 1 if blob_host is not None else 0
+            document = [{"status": {"status": status, "operation": "Enable", "code": code,
+                                    "formattedMessage": {"message": message}}}]
+            self.write(f"{directory}/status/{sequence}.status", json.dumps(document),
+                       mtime=status_mtime)
         return directory
 
 
