@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
+from waagent_guard.access import Unreadable, blocked, first_covering, lib_dir_blocks
 from waagent_guard.agent.conf import (
     AgentConfig,
     ConfDocument,
@@ -47,8 +48,9 @@ log = logging.getLogger(__name__)
 # How much of the current waagent.log a one-shot status reads (the tail).
 RECENT_LOG_BYTES = 8 * 1024 * 1024
 
-HEALTHY, DEGRADED, DOWN = "healthy", "degraded", "down"
-HEALTH_EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, DOWN: 2}
+HEALTHY, DEGRADED, DOWN, UNKNOWN = "healthy", "degraded", "down", "unknown"
+# `unknown`: nothing wrong was seen, but an input the verdict needs could not be read.
+HEALTH_EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, DOWN: 2, UNKNOWN: 3}
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,45 @@ class Observation:
     unit_error: Optional[str] = None
     freeze_lock_age: Optional[float] = None
     conf_mtime: Optional[float] = None
-    unreadable: tuple[str, ...] = field(default_factory=tuple)
+    blocked: tuple[Unreadable, ...] = field(default_factory=tuple)
+
+    @property
+    def unreadable(self) -> tuple[str, ...]:
+        """What could not be read and why, one line each (status, doctor, metrics)."""
+        return tuple(str(entry) for entry in self.blocked)
+
+    def blocked_for(self, *paths: str | Path) -> Optional[Unreadable]:
+        """The unreadable entry that keeps any of `paths` (or a file under one) from being read.
+
+        `paths` are host paths or paths under the sysroot.
+        """
+        host = [p if isinstance(p, str) else self.sysroot.host_path(p) for p in paths]
+        return first_covering(self.blocked, *host, within=True)
+
+    @property
+    def conf_exists(self) -> bool:
+        """waagent.conf is there (readable or not); False: the agent's defaults apply."""
+        return self.conf_mtime is not None or self.conf_blocked is not None
+
+    @property
+    def conf_blocked(self) -> Optional[Unreadable]:
+        return self.blocked_for(self.conf_path)
+
+    @property
+    def lib_blocked(self) -> Optional[Unreadable]:
+        """Lib.Dir itself, or a file the guard reads in it, could not be read."""
+        lib_dir = self.sysroot.host_path(self.lib.lib_dir)
+        return next((entry for entry in self.blocked if entry.input == lib_dir), None)
+
+    @property
+    def vmsnapshot_known(self) -> bool:
+        """Whether `vmsnapshot` (None = not installed) can be trusted: Lib.Dir was listed."""
+        lib_dir = self.sysroot.host_path(self.lib.lib_dir)
+        return first_covering(self.blocked, lib_dir) is None or self.vmsnapshot is not None
+
+    @property
+    def log_blocked(self) -> Optional[Unreadable]:
+        return self.blocked_for(self.log_path)
 
     @property
     def daemon(self) -> Optional[AgentProcess]:
@@ -165,6 +205,15 @@ def assess(observation: Observation) -> Assessment:
         return Assessment(DOWN, tuple(down + degraded))
     if degraded:
         return Assessment(DEGRADED, tuple(degraded))
+    unknown = [
+        f"could not read {entry.path} ({entry.reason}): "
+        + ("the agent's settings are unknown" if entry is observation.conf_blocked
+           else "extension and VMSnapshot state are unknown")
+        for entry in (observation.conf_blocked, observation.lib_blocked)
+        if entry is not None
+    ]
+    if unknown:
+        return Assessment(UNKNOWN, tuple(unknown))
     return Assessment(HEALTHY, ())
 
 
@@ -193,12 +242,21 @@ def _mtime(path: Path) -> Optional[float]:
         return None
 
 
-def _unreadable(paths: list[Path], sysroot: Sysroot) -> tuple[str, ...]:
-    missing = []
-    for path in paths:
-        if path.exists() and not os.access(path, os.R_OK):
-            missing.append(f"{sysroot.host_path(path)}: permission denied (run as root)")
-    return tuple(missing)
+def _blocked(
+    sysroot: Sysroot, files: tuple[Path, ...], lib_dir: Path, lib: LibState
+) -> tuple[Unreadable, ...]:
+    """Every input that exists but cannot be read (a non-root user), never taken as absent."""
+    found: list[Unreadable] = []
+    for path in files:
+        reason = blocked(path)
+        if reason is not None:
+            shown = sysroot.host_path(path)
+            found.append(Unreadable(shown, shown, reason))
+    handler_dirs = [handler.directory for handler in lib.handlers]
+    agent_dirs = [lib_dir / f"WALinuxAgent-{item.version}" for item in lib.agent_versions]
+    for path, reason in lib_dir_blocks(lib_dir, handler_dirs, agent_dirs):
+        found.append(Unreadable(sysroot.host_path(lib_dir), sysroot.host_path(path), reason))
+    return tuple(found)
 
 
 def _processes_of(sysroot: Sysroot) -> tuple[AgentProcess, ...]:
@@ -241,7 +299,8 @@ def observe(
     lib_dir = sysroot.path(config.lib_dir)
     lib = scan_lib_dir(lib_dir, now=now)
     processes = _processes_of(sysroot)
-    pidfile = check_pidfile(sysroot.path(config.pid_file), sysroot.proc)
+    pid_path = sysroot.path(config.pid_file)
+    pidfile = check_pidfile(pid_path, sysroot.proc)
     log_path = sysroot.path(settings.agent.log_path)
     signals = log_signals
     if signals is None:
@@ -276,5 +335,5 @@ def observe(
         unit_error=unit_error,
         freeze_lock_age=_freeze_lock_age(sysroot, now),
         conf_mtime=_mtime(conf_path),
-        unreadable=_unreadable([conf_path, log_path, lib_dir], sysroot),
+        blocked=_blocked(sysroot, (conf_path, log_path, pid_path), lib_dir, lib),
     )
