@@ -30,12 +30,8 @@ from waagent_guard.agent.extensions import (
     version_at_least,
 )
 from waagent_guard.agent.log import LogSignals, guest_timezone, parse_records, read_recent
-from waagent_guard.agent.process import (
-    AgentProcess,
-    PidfileState,
-    check_pidfile,
-    find_agent_processes,
-)
+from waagent_guard.agent.process import AgentProcess, PidfileState, check_pidfile
+from waagent_guard.agentroot import processes_in_root
 from waagent_guard.errors import GuardError
 from waagent_guard.sysroot import VMSNAPSHOT_FREEZE_LOCK, VMSNAPSHOT_NAME, Sysroot
 
@@ -259,26 +255,6 @@ def _blocked(
     return tuple(found)
 
 
-def _processes_of(sysroot: Sysroot) -> tuple[AgentProcess, ...]:
-    """The agent's processes; under --root only those whose program lies inside the root.
-
-    A mounted disk has no live processes, but the demo and the integration tests
-    link `<root>/proc` to the host's /proc and run a simulated agent from inside
-    the tree: the filter keeps one guest's agent from being mistaken for another's.
-    """
-    if sysroot.is_host:
-        return find_agent_processes(sysroot.proc)
-    if not sysroot.proc.is_dir():
-        return ()  # an offline tree: no processes to look at
-    processes = find_agent_processes(sysroot.proc)
-    prefix = str(sysroot.root.resolve()) + os.sep
-    return tuple(
-        process
-        for process in processes
-        if any(argument.startswith(prefix) for argument in process.cmdline)
-    )
-
-
 def resolve_conf_path(sysroot: Sysroot, settings: Settings) -> Path:
     return conf_path(sysroot, settings.agent.conf_path)
 
@@ -298,7 +274,7 @@ def observe(
     config = agent_config(conf)
     lib_dir = sysroot.path(config.lib_dir)
     lib = scan_lib_dir(lib_dir, now=now)
-    processes = _processes_of(sysroot)
+    processes = processes_in_root(sysroot)
     pid_path = sysroot.path(config.pid_file)
     pidfile = check_pidfile(pid_path, sysroot.proc)
     log_path = sysroot.path(settings.agent.log_path)
