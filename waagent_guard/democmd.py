@@ -26,9 +26,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
+import tomli_w
+
 from waagent_guard.cli import Context
 from waagent_guard.errors import UsageError
-from waagent_guard.settings import toml_value
 from waagent_guard.sysroot import Sysroot
 
 AGENT_PROGRAM = "usr/sbin/waagent"
@@ -67,11 +68,18 @@ def demo_settings_toml(
     }
     for section, values in (overrides or {}).items():
         sections.setdefault(section, {}).update(values)
-    lines = ["# Written by `waagent-guard demo`: the guard watches a simulated agent."]
+    document: dict[str, dict[str, object]] = {}
     for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
-    return "\n".join(lines) + "\n"
+        top, _, sub = section.partition(".")
+        table = document.setdefault(top, {})
+        if sub:
+            nested = table.setdefault(sub, {})
+            assert isinstance(nested, dict)
+            nested.update(values)
+        else:
+            table.update(values)
+    header = "# Written by `waagent-guard demo`: the guard watches a simulated agent.\n"
+    return header + tomli_w.dumps(document)
 
 
 def prepare_guest(
