@@ -13,7 +13,7 @@ from typing import Any, List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from waagent_guard.errors import ConfigError
+from waagent_guard.errors import ConfigError, PermissionDeniedError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -229,8 +229,10 @@ def load_settings(path: Path, *, required: bool = False) -> Settings:
         return Settings()
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: permission denied; run as root or fix its mode") from None
+    except PermissionError:  # not a config error: exit 77 like every permission problem
+        raise PermissionDeniedError(
+            f"{path}: permission denied; run as root or make it readable (chmod 0644)"
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
