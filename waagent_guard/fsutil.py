@@ -44,6 +44,10 @@ def atomic_writer(
         existing = os.stat(path)
     except FileNotFoundError:
         existing = None
+    except OSError as error:
+        raise write_failure(f"{path}: cannot write it: {error.strerror or error}"
+                            + ("; run as root" if isinstance(error, PermissionError) else ""),
+                            error) from error
     target_mode = mode if mode is not None else (existing.st_mode & 0o7777 if existing else 0o644)
     try:
         fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
