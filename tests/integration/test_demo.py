@@ -73,3 +73,27 @@ def test_demo_tool_reports_usage_and_agent_state(tmp_path: Path) -> None:
     assert tool("bogus") == 64
     assert tool("is-running", str(tmp_path)) == 3
     assert tool("stop", str(tmp_path)) == 0
+
+
+def test_a_bundle_of_the_demo_guest_contains_no_canary(tmp_path: Path) -> None:
+    """Every secret in the demo is a CANARY; what is not a secret (a thumbprint) is not one."""
+    import tarfile
+
+    from waagent_guard.demo.simagent import lay_demo_guest
+
+    root = lay_demo_guest(tmp_path / "guest")
+    settings = root / (
+        "var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux-1.0.9220.0/"
+        "config/0.settings"
+    )
+    assert "CANARY" in settings.read_text()  # the secrets are planted ...
+    archive = tmp_path / "b.tar.gz"
+    result = subprocess.run(
+        [sys.executable, "-m", "waagent_guard", "bundle", "--root", str(root), "-o", str(archive)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(archive) as tar:
+        leaked = [m.name for m in tar if m.isfile()
+                  and b"CANARY" in tar.extractfile(m).read()]  # type: ignore[union-attr]
+    assert leaked == []  # ... and none reaches the bundle, the thumbprint included
