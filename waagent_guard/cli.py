@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
             _GROUPS[name] = sub  # a group of actions: bare `waagent-guard NAME` prints its help
         return sub
 
-    status = add("status", "waagent_guard.status:run", "show the agent's health (exit 0/1/2)")
+    status = add(
+        "status", "waagent_guard.status:run", "show the agent's health (exit 0/1/2, 3 unknown)"
+    )
     status.add_argument("--json", action="store_true", help="print the stable JSON document")
 
     config = add("config", "", "check or show the guard's configuration")

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-
 from tests.integration.guard_harness import Guest, wait_for
 from waagent_guard.agentroot import other_root_of, processes_in_root, same_root
 from waagent_guard.cli import main

@@ -60,9 +60,12 @@ def imds(facts: Facts, settings: Settings) -> CheckResult:
 def storage(facts: Facts, settings: Settings) -> CheckResult:
     target = facts.probes.storage
     handler = facts.observation.vmsnapshot
-    entry = (facts.observation.lib_blocked if handler is None and not facts.observation.vmsnapshot_known
-             else facts.blocked_for(facts.sysroot.host_path(handler.directory / "config"))
-             if handler is not None else None)
+    if handler is not None:
+        entry = facts.blocked_for(facts.sysroot.host_path(handler.directory / "config"))
+    elif not facts.observation.vmsnapshot_known:
+        entry = facts.observation.lib_blocked
+    else:
+        entry = None
     if target is None and entry is not None:
         return skipped(skip_reason(entry) + " (the storage host comes from VMSnapshot's settings)")
     if target is None:
