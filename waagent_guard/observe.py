@@ -201,11 +201,18 @@ def assess(observation: Observation) -> Assessment:
         return Assessment(DOWN, tuple(down + degraded))
     if degraded:
         return Assessment(DEGRADED, tuple(degraded))
+    # Only what the verdict reads: waagent.conf, Lib.Dir's listing, VMSnapshot's own files.
+    snapshot_blocked = (
+        observation.blocked_for(handler.directory)
+        if handler is not None
+        else (None if observation.vmsnapshot_known else observation.lib_blocked)
+    )
     unknown = [
-        f"could not read {entry.path} ({entry.reason}): "
-        + ("the agent's settings are unknown" if entry is observation.conf_blocked
-           else "extension and VMSnapshot state are unknown")
-        for entry in (observation.conf_blocked, observation.lib_blocked)
+        f"could not read {entry.path} ({entry.reason}): {what} unknown"
+        for entry, what in (
+            (observation.conf_blocked, "the agent's settings are"),
+            (snapshot_blocked, "the extension and VMSnapshot state are"),
+        )
         if entry is not None
     ]
     if unknown:

@@ -61,10 +61,12 @@ def test_an_unreadable_guard_toml_is_a_permission_problem(open_guest: Path) -> N
     for argv in (["status"], ["config", "check"], ["config", "show"], ["metrics"]):
         result = as_nobody(*argv, "--root", str(open_guest))
         assert result.returncode == EX_NOPERM, (argv, result.stderr)
-        assert result.stderr.strip().splitlines() == [
+        # one line (under `make test`, coverage may add its own complaint as nobody)
+        assert (
             f"waagent-guard: {config}: permission denied; run as root or make it readable "
             "(chmod 0644)"
-        ]
+        ) in result.stderr.splitlines()
+        assert "internal error" not in result.stderr
 
 
 def test_ensure_autorestart_without_permission_exits_77(open_guest: Path) -> None:
