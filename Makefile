@@ -9,8 +9,13 @@ venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml scripts/bootstrap
 	scripts/bootstrap $(VENV)
 
-demo: venv
-	$(VENV)/bin/waagent-guard demo
+# The demo needs only the guard's runtime dependencies, not the test toolchain
+# (a venv already built for the tests serves it as is). DEMO_ARGS: e.g. --duration 30s.
+DEMO_ARGS ?=
+demo: $(VENV)/.stamp-demo
+	$(VENV)/bin/waagent-guard demo $(DEMO_ARGS)
+$(VENV)/.stamp-demo: pyproject.toml scripts/bootstrap
+	scripts/bootstrap $(VENV) demo
 
 # The whole suite with coverage (the end-to-end container tests skip themselves
 # unless run as root with systemd-nspawn; CI sets WG_E2E=required).

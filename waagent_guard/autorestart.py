@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from waagent_guard.errors import UsageError, WriteError
+from waagent_guard.errors import UsageError, write_failure
 from waagent_guard.fsutil import atomic_write, make_directory
 from waagent_guard.service import ServiceManager, UnitState
 from waagent_guard.sysroot import Sysroot
@@ -81,7 +81,7 @@ def ensure_drop_in(
     except (FileNotFoundError, NotADirectoryError):  # absent; mkdir below says why
         current = None
     except OSError as error:
-        raise WriteError(f"{path}: cannot read: {error.strerror or error}") from error
+        raise write_failure(f"{path}: cannot read: {error.strerror or error}", error) from error
     if current == data:
         return DropInResult(path, DROP_IN_TEXT, changed=False, reloaded=False)
     if dry_run:

@@ -60,6 +60,8 @@ class Context:
 
 # name -> "module:function"; the module is imported only when the command runs.
 Handler = Callable[[argparse.Namespace, Context], int]
+# The commands that are groups of actions (config, verbose, agent), filled by build_parser.
+_GROUPS: dict[str, argparse.ArgumentParser] = {}
 
 
 def _duration(text: str) -> float:
@@ -78,6 +80,16 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535; 0: any free port)")
+    return port
 
 
 class _Parser(argparse.ArgumentParser):
@@ -129,9 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, target: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
         sub.set_defaults(handler=target)
+        if not target:
+            _GROUPS[name] = sub  # a group of actions: bare `waagent-guard NAME` prints its help
         return sub
 
-    status = add("status", "waagent_guard.status:run", "show the agent's health (exit 0/1/2)")
+    status = add(
+        "status", "waagent_guard.status:run", "show the agent's health (exit 0/1/2, 3 unknown)"
+    )
     status.add_argument("--json", action="store_true", help="print the stable JSON document")
 
     config = add("config", "", "check or show the guard's configuration")
@@ -147,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = add("demo", "waagent_guard.democmd:run", "run the guard against a built-in demo guest")
     demo.add_argument("--dir", metavar="DIR", default=None, help="where to lay the demo guest")
-    demo.add_argument("--port", type=int, default=None, help="metrics port (default: a free one)")
+    demo.add_argument(
+        "--port", type=_port, default=None, help="metrics port (default: a free one)"
+    )
     demo.add_argument(
         "--duration",
         type=_duration,
@@ -275,7 +293,9 @@ def main(
         return int(exit_request.code or 0)
     target = getattr(args, "handler", None)
     if not target:
-        parser.print_help(err)
+        # `waagent-guard verbose`: the group's actions, not the top-level help.
+        group = _GROUPS.get(getattr(args, "command", None) or "")
+        (group or parser).print_help(err)
         return EX_USAGE
     debug = bool(args.debug)
     if args.command != "run":

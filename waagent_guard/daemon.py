@@ -131,7 +131,10 @@ class Guard:
         from waagent_guard.control import ControlServer, group_id
 
         socket_path = self.sysroot.path(self.settings.control.socket)
-        socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        from waagent_guard.fsutil import make_directory
+
+        make_directory(socket_path.parent, mode=0o755,
+                       hint="run the daemon as root, or set control.socket to a writable path")
         self.control = ControlServer(
             socket_path, self.handle_request, allowed_gid=group_id(self.settings.control.group)
         )

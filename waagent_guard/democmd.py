@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -26,9 +27,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
+import tomli_w
+
 from waagent_guard.cli import Context
 from waagent_guard.errors import UsageError
-from waagent_guard.settings import toml_value
 from waagent_guard.sysroot import Sysroot
 
 AGENT_PROGRAM = "usr/sbin/waagent"
@@ -67,11 +69,18 @@ def demo_settings_toml(
     }
     for section, values in (overrides or {}).items():
         sections.setdefault(section, {}).update(values)
-    lines = ["# Written by `waagent-guard demo`: the guard watches a simulated agent."]
+    document: dict[str, dict[str, object]] = {}
     for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
-    return "\n".join(lines) + "\n"
+        top, _, sub = section.partition(".")
+        table = document.setdefault(top, {})
+        if sub:
+            nested = table.setdefault(sub, {})
+            assert isinstance(nested, dict)
+            nested.update(values)
+        else:
+            table.update(values)
+    header = "# Written by `waagent-guard demo`: the guard watches a simulated agent.\n"
+    return header + tomli_w.dumps(document)
 
 
 def prepare_guest(
@@ -169,17 +178,54 @@ def _tool_main(argv: list[str]) -> int:
     return 0
 
 
+def _demo_port(requested: Optional[int]) -> int:
+    """The metrics port: `--port` if it can be bound on 127.0.0.1, else a usage error naming it."""
+    if requested is None or requested == 0:
+        return _free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", requested))
+        except OSError as error:
+            raise UsageError(
+                f"--port {requested}: cannot listen on 127.0.0.1:{requested} "
+                f"({error.strerror or error}); pass another port, or leave --port out "
+                "for a free one"
+            ) from error
+    return requested
+
+
+def _demo_directory(directory: Path) -> Path:
+    """`--dir`: a new or empty directory (created); anything else is a usage error."""
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--dir {directory}: not a directory; pass a new or empty directory")
+    try:
+        if directory.exists() and any(directory.iterdir()):
+            raise UsageError(f"--dir {directory}: not empty; pass a new or empty directory")
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"--dir {directory}: cannot use it ({error.strerror or error}); "
+            "pass a new or empty directory you can write"
+        ) from error
+    return directory
+
+
+def _cli_command() -> str:
+    """How to run this same CLI from another shell (the venv's script is not on PATH there)."""
+    script = Path(sys.executable).parent / "waagent-guard"
+    if script.is_file() and os.access(script, os.X_OK):
+        return str(script.absolute())
+    return f"{sys.executable} -m waagent_guard"
+
+
 def run(args: argparse.Namespace, context: Context) -> int:
     from waagent_guard.daemon import Guard
     from waagent_guard.logsetup import configure_daemon_logging
     from waagent_guard.settings import load_settings
 
-    port = args.port if args.port is not None else _free_port()
+    port = _demo_port(args.port)
     if args.dir:
-        directory = Path(args.dir)
-        if directory.exists() and any(directory.iterdir()):
-            raise UsageError(f"--dir {directory}: not empty; pass a new or empty directory")
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = _demo_directory(Path(args.dir))
         keep: Optional[tempfile.TemporaryDirectory[str]] = None
     else:
         keep = tempfile.TemporaryDirectory(prefix="waagent-guard-demo-")
@@ -196,9 +242,11 @@ def run(args: argparse.Namespace, context: Context) -> int:
         out = context.stdout
         print(f"demo guest: {guest}", file=out)
         print(f"metrics:    http://127.0.0.1:{port}/metrics", file=out)
-        print(f"status:     waagent-guard status --root {guest}", file=out)
+        print(f"status:     {_cli_command()} status --root {shlex.quote(str(guest))}", file=out)
         print(
-            f"try:        kill -9 $(cat {guest / PIDFILE})   # the guard brings it back", file=out
+            f"try:        kill -9 $(cat {shlex.quote(str(guest / PIDFILE))})"
+            "   # the guard brings it back",
+            file=out,
         )
         print("stop:       Ctrl-C", file=out)
         out.flush()

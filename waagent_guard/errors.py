@@ -71,6 +71,13 @@ class WriteError(GuardError):
     exit_code = EX_CANTCREAT
 
 
+def write_failure(message: str, error: OSError) -> GuardError:
+    """The error for a failed write: permission problems exit 77, the rest 73."""
+    if isinstance(error, PermissionError):
+        return PermissionDeniedError(message)
+    return WriteError(message)
+
+
 class SecretLeakError(GuardError):
     """A secret survived redaction; the output was deleted."""
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from waagent_guard.errors import WriteError
+from waagent_guard.errors import write_failure
 
 
 def fsync_directory(directory: Path) -> None:
@@ -44,12 +44,18 @@ def atomic_writer(
         existing = os.stat(path)
     except FileNotFoundError:
         existing = None
+    except OSError as error:
+        raise write_failure(f"{path}: cannot write it: {error.strerror or error}"
+                            + ("; run as root" if isinstance(error, PermissionError) else ""),
+                            error) from error
     target_mode = mode if mode is not None else (existing.st_mode & 0o7777 if existing else 0o644)
     try:
         fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as error:
-        raise WriteError(
+        raise write_failure(
             f"{path}: cannot create a temporary file in {directory}: {error.strerror}"
+            + ("; run as root" if isinstance(error, PermissionError) else ""),
+            error,
         ) from error
     temp_path = Path(temp_name)
     try:
@@ -66,7 +72,9 @@ def atomic_writer(
         with contextlib.suppress(FileNotFoundError):
             temp_path.unlink()
         reason = "disk full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
-        raise WriteError(f"{path}: write failed ({reason}); the original is unchanged") from error
+        raise write_failure(
+            f"{path}: write failed ({reason}); the original is unchanged", error
+        ) from error
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temp_path.unlink()
@@ -89,10 +97,10 @@ def read_bounded(path: Path, limit: int) -> tuple[bytes, bool]:
 
 
 def make_directory(path: Path, *, mode: int, hint: str) -> None:
-    """mkdir -p; a failure raises WriteError naming the directory and `hint` (the fix)."""
+    """mkdir -p; a failure names the directory and `hint` (the fix); exit 77 or 73."""
     try:
         path.mkdir(parents=True, exist_ok=True, mode=mode)
     except OSError as error:
-        raise WriteError(
-            f"{path}: cannot create the directory ({error.strerror or error}); {hint}"
+        raise write_failure(
+            f"{path}: cannot create the directory ({error.strerror or error}); {hint}", error
         ) from error

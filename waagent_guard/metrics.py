@@ -23,7 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from waagent_guard import __version__
-from waagent_guard.observe import HEALTH_EXIT_CODES, Observation, assess
+from waagent_guard.observe import HEALTH_EXIT_CODES, UNKNOWN, Observation, assess
 
 LOG_LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR")
 
@@ -170,11 +170,13 @@ def _agent_families(
         "1 when the ExtHandler (goal-state agent) process runs",
         _bool(observation.exthandler is not None),
     )
-    yield _gauge(
-        "waagent_health_status",
-        "Agent health: 0 healthy, 1 degraded, 2 down, 4 unknown",
-        float(HEALTH_EXIT_CODES[health]),
-    )
+    if health != UNKNOWN:  # unknown is left out, never a number (waagent_guard_observation_ok)
+        yield _gauge(
+            "waagent_health_status",
+            "Agent health: 0 healthy, 1 degraded, 2 down",
+            float(HEALTH_EXIT_CODES[health]),
+        )
+    yield _unreadable_family(observation)
     info = GaugeMetricFamily(
         "waagent_info",
         "The agent's versions and unit (always 1)",
@@ -219,13 +221,16 @@ def _agent_families(
             "1 when the agent unit restarts itself (Restart=)",
             _bool(unit.autorestart),
         )
+    conf_known = observation.conf_blocked is None  # else the values would be the defaults
     yield _gauge(
-        "waagent_config_verbose_enabled", "Logs.Verbose in waagent.conf", _bool(config.logs_verbose)
+        "waagent_config_verbose_enabled",
+        "Logs.Verbose in waagent.conf",
+        _bool(config.logs_verbose) if conf_known else None,
     )
     yield _gauge(
         "waagent_config_extensions_enabled",
         "Extensions.Enabled in waagent.conf",
-        _bool(config.extensions_enabled),
+        _bool(config.extensions_enabled) if conf_known else None,
     )
     yield _gauge(
         "waagent_config_last_change_timestamp_seconds",
@@ -235,7 +240,7 @@ def _agent_families(
     yield _gauge(
         "waagent_config_autoupdate_enabled",
         "Effective agent auto-update setting",
-        _bool(config.auto_update),
+        _bool(config.auto_update) if conf_known else None,
     )
     extensions = GaugeMetricFamily(
         "waagent_extension_info",
@@ -248,7 +253,7 @@ def _agent_families(
     yield _gauge(
         "waagent_vmsnapshot_installed",
         "1 when the VMSnapshot backup extension is installed",
-        _bool(observation.vmsnapshot is not None),
+        _bool(observation.vmsnapshot is not None) if observation.vmsnapshot_known else None,
     )
     yield _gauge(
         "waagent_vmsnapshot_version_ok",
@@ -256,6 +261,8 @@ def _agent_families(
         _bool(observation.vmsnapshot_version_ok),
     )
     signals = observation.log
+    if observation.log_blocked is not None:
+        return  # counts of an unreadable log are unknown, not 0
     records = CounterMetricFamily(
         "waagent_log_records", "waagent.log records read by the guard, by level", labels=["level"]
     )
@@ -281,6 +288,22 @@ def _agent_families(
             "Newest [HEARTBEAT] record",
             signals.last_heartbeat.timestamp(),
         )
+
+
+def _unreadable_family(observation: Observation) -> Metric:
+    """1 per observed input (waagent.conf, waagent.log, Lib.Dir, pidfile) that could not be read.
+
+    The label is the input's host path (at most four values), not every file under it.
+    """
+    family = GaugeMetricFamily(
+        "waagent_guard_unreadable",
+        "1 when an input of the guard exists but could not be read (run as root); "
+        "its series are left out rather than exported as 0",
+        labels=["path"],
+    )
+    for path in sorted({entry.input for entry in observation.blocked}):
+        family.add_metric([path], 1.0)
+    return family
 
 
 class StateCollector(Collector):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
+from waagent_guard.access import Unreadable, blocked, first_covering, lib_dir_blocks
 from waagent_guard.agent.conf import (
     AgentConfig,
     ConfDocument,
@@ -34,8 +35,8 @@ from waagent_guard.agent.process import (
     PidfileState,
     ProcessScanError,
     check_pidfile,
-    find_agent_processes,
 )
+from waagent_guard.agentroot import processes_in_root
 from waagent_guard.errors import GuardError
 from waagent_guard.sysroot import VMSNAPSHOT_FREEZE_LOCK, VMSNAPSHOT_NAME, Sysroot
 
@@ -49,8 +50,9 @@ log = logging.getLogger(__name__)
 RECENT_LOG_BYTES = 8 * 1024 * 1024
 
 HEALTHY, DEGRADED, DOWN, UNKNOWN = "healthy", "degraded", "down", "unknown"
-# `unknown`: the guard could not look (an error reading /proc or asking the
-# service manager); never read as "down" (LSB's status code 4 is "unknown").
+# `unknown`: the guard could not look (an error reading /proc or asking the service
+# manager), or nothing wrong was seen but an input the verdict needs could not be
+# read; never read as "down" (LSB's status code 4 is "unknown").
 HEALTH_EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, DOWN: 2, UNKNOWN: 4}
 
 
@@ -73,9 +75,47 @@ class Observation:
     unit_error: Optional[str] = None
     freeze_lock_age: Optional[float] = None
     conf_mtime: Optional[float] = None
-    unreadable: tuple[str, ...] = field(default_factory=tuple)
+    blocked: tuple[Unreadable, ...] = field(default_factory=tuple)
     proc_error: Optional[str] = None  # /proc could not be read: processes unknown
     system_state: Optional[str] = None  # `systemctl is-system-running`, when asked
+
+    @property
+    def unreadable(self) -> tuple[str, ...]:
+        """What could not be read and why, one line each (status, doctor, metrics)."""
+        return tuple(str(entry) for entry in self.blocked)
+
+    def blocked_for(self, *paths: str | Path) -> Optional[Unreadable]:
+        """The unreadable entry that keeps any of `paths` (or a file under one) from being read.
+
+        `paths` are host paths or paths under the sysroot.
+        """
+        host = [p if isinstance(p, str) else self.sysroot.host_path(p) for p in paths]
+        return first_covering(self.blocked, *host, within=True)
+
+    @property
+    def conf_exists(self) -> bool:
+        """waagent.conf is there (readable or not); False: the agent's defaults apply."""
+        return self.conf_mtime is not None or self.conf_blocked is not None
+
+    @property
+    def conf_blocked(self) -> Optional[Unreadable]:
+        return self.blocked_for(self.conf_path)
+
+    @property
+    def lib_blocked(self) -> Optional[Unreadable]:
+        """Lib.Dir itself, or a file the guard reads in it, could not be read."""
+        lib_dir = self.sysroot.host_path(self.lib.lib_dir)
+        return next((entry for entry in self.blocked if entry.input == lib_dir), None)
+
+    @property
+    def vmsnapshot_known(self) -> bool:
+        """Whether `vmsnapshot` (None = not installed) can be trusted: Lib.Dir was listed."""
+        lib_dir = self.sysroot.host_path(self.lib.lib_dir)
+        return first_covering(self.blocked, lib_dir) is None or self.vmsnapshot is not None
+
+    @property
+    def log_blocked(self) -> Optional[Unreadable]:
+        return self.blocked_for(self.log_path)
 
     @property
     def unknown(self) -> Optional[str]:
@@ -181,6 +221,22 @@ def assess(observation: Observation) -> Assessment:
         return Assessment(DOWN, tuple(down + degraded))
     if degraded:
         return Assessment(DEGRADED, tuple(degraded))
+    # Only what the verdict reads: waagent.conf, Lib.Dir's listing, VMSnapshot's own files.
+    snapshot_blocked = (
+        observation.blocked_for(handler.directory)
+        if handler is not None
+        else (None if observation.vmsnapshot_known else observation.lib_blocked)
+    )
+    unknown = [
+        f"could not read {entry.path} ({entry.reason}): {what} unknown"
+        for entry, what in (
+            (observation.conf_blocked, "the agent's settings are"),
+            (snapshot_blocked, "the extension and VMSnapshot state are"),
+        )
+        if entry is not None
+    ]
+    if unknown:
+        return Assessment(UNKNOWN, tuple(unknown))
     return Assessment(HEALTHY, ())
 
 
@@ -209,32 +265,21 @@ def _mtime(path: Path) -> Optional[float]:
         return None
 
 
-def _unreadable(paths: list[Path], sysroot: Sysroot) -> tuple[str, ...]:
-    missing = []
-    for path in paths:
-        if path.exists() and not os.access(path, os.R_OK):
-            missing.append(f"{sysroot.host_path(path)}: permission denied (run as root)")
-    return tuple(missing)
-
-
-def _processes_of(sysroot: Sysroot) -> tuple[AgentProcess, ...]:
-    """The agent's processes; under --root only those whose program lies inside the root.
-
-    A mounted disk has no live processes, but the demo and the integration tests
-    link `<root>/proc` to the host's /proc and run a simulated agent from inside
-    the tree: the filter keeps one guest's agent from being mistaken for another's.
-    """
-    if sysroot.is_host:
-        return find_agent_processes(sysroot.proc)
-    if not sysroot.proc.is_dir():
-        return ()  # an offline tree: no processes to look at
-    processes = find_agent_processes(sysroot.proc)
-    prefix = str(sysroot.root.resolve()) + os.sep
-    return tuple(
-        process
-        for process in processes
-        if any(argument.startswith(prefix) for argument in process.cmdline)
-    )
+def _blocked(
+    sysroot: Sysroot, files: tuple[Path, ...], lib_dir: Path, lib: LibState
+) -> tuple[Unreadable, ...]:
+    """Every input that exists but cannot be read (a non-root user), never taken as absent."""
+    found: list[Unreadable] = []
+    for path in files:
+        reason = blocked(path)
+        if reason is not None:
+            shown = sysroot.host_path(path)
+            found.append(Unreadable(shown, shown, reason))
+    handler_dirs = [handler.directory for handler in lib.handlers]
+    agent_dirs = [lib_dir / f"WALinuxAgent-{item.version}" for item in lib.agent_versions]
+    for path, reason in lib_dir_blocks(lib_dir, handler_dirs, agent_dirs):
+        found.append(Unreadable(sysroot.host_path(lib_dir), sysroot.host_path(path), reason))
+    return tuple(found)
 
 
 def resolve_conf_path(
@@ -251,7 +296,7 @@ def resolve_conf_path(
         return conf_path(sysroot, settings.agent.conf_path)
     if processes is None:
         try:
-            processes = _processes_of(sysroot)
+            processes = processes_in_root(sysroot)
         except (OSError, ProcessScanError) as error:  # /proc unreadable: the distro path
             log.debug("agent processes not read: %s", error)
             processes = ()
@@ -278,7 +323,7 @@ def observe(
     now = clock()
     proc_error = None
     try:
-        processes = _processes_of(sysroot)
+        processes = processes_in_root(sysroot)
     except ProcessScanError as error:
         proc_error = str(error)
         processes = ()
@@ -300,6 +345,7 @@ def observe(
     lib_dir = sysroot.path(config.lib_dir)
     lib = scan_lib_dir(lib_dir, now=now)
     pidfile = _pidfile_state(sysroot, config.pid_file)
+    pid_path = pidfile.path
     unit = None
     unit_error = None
     system_state = None
@@ -329,7 +375,9 @@ def observe(
         unit_error=unit_error,
         freeze_lock_age=_freeze_lock_age(sysroot, now),
         conf_mtime=_mtime(conf_path),
-        unreadable=_unreadable([conf_path, log_path, lib_dir], sysroot),
+        blocked=_blocked(
+            sysroot, (conf_path, log_path, *((pid_path,) if config.pid_file else ())), lib_dir, lib
+        ),
         proc_error=proc_error,
         system_state=system_state,
     )

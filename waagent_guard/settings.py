@@ -13,7 +13,7 @@ from typing import Any, List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from waagent_guard.errors import ConfigError
+from waagent_guard.errors import ConfigError, PermissionDeniedError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,7 +39,11 @@ class AgentSettings(Section):
     manager: Literal["auto", "systemd", "sysv", "openrc", "command"] = Field(
         "auto", description="how to talk to the agent's service manager"
     )
-    conf_path: Optional[str] = Field(None, description="waagent.conf (default: per-distro search)")
+    conf_path: Optional[str] = Field(
+        None,
+        description="waagent.conf (default: per-distro search)",
+        examples=["/etc/waagent.conf"],
+    )
     log_path: str = Field("/var/log/waagent.log", description="the agent's log file")
     command: AgentCommandSettings = AgentCommandSettings()
     command_timeout_seconds: float = Field(30.0, gt=0, description="timeout of manager commands")
@@ -92,14 +96,28 @@ class MetricsSettings(Section):
     enabled: bool = Field(True, description="serve /metrics")
     address: str = Field("127.0.0.1", description="listen address (loopback by default)")
     port: int = Field(8419, ge=0, le=65535, description="listen port (0: any free port)")
-    tls_cert: Optional[str] = Field(None, description="PEM certificate: enables HTTPS")
-    tls_key: Optional[str] = Field(None, description="PEM private key for tls_cert")
-    tls_client_ca: Optional[str] = Field(None, description="CA bundle: require client certs")
+    tls_cert: Optional[str] = Field(
+        None,
+        description="PEM certificate: enables HTTPS",
+        examples=["/etc/waagent-guard/tls/cert.pem"],
+    )
+    tls_key: Optional[str] = Field(
+        None,
+        description="PEM private key for tls_cert",
+        examples=["/etc/waagent-guard/tls/key.pem"],
+    )
+    tls_client_ca: Optional[str] = Field(
+        None,
+        description="CA bundle: require client certs",
+        examples=["/etc/waagent-guard/tls/clients-ca.pem"],
+    )
 
 
 class ControlSettings(Section):
     socket: str = Field("/run/waagent-guard/control.sock", description="control socket path")
-    group: Optional[str] = Field(None, description="group allowed besides root")
+    group: Optional[str] = Field(
+        None, description="group allowed besides root", examples=["adm"]
+    )
 
 
 class DaemonSettings(Section):
@@ -123,7 +141,9 @@ class DoctorSettings(Section):
         description="IMDS probe URL",
     )
     storage_host: Optional[str] = Field(
-        None, description="storage host to probe (default: from VMSnapshot settings)"
+        None,
+        description="storage host to probe (default: from VMSnapshot settings)",
+        examples=["examplestorage.blob.core.windows.net"],
     )
     storage_port: int = Field(443, ge=1, le=65535, description="storage host port")
     cpu_threshold_percent: float = Field(90.0, gt=0, le=100, description="CPU pressure limit")
@@ -209,8 +229,10 @@ def load_settings(path: Path, *, required: bool = False) -> Settings:
         return Settings()
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: permission denied; run as root or fix its mode") from None
+    except PermissionError:  # not a config error: exit 77 like every permission problem
+        raise PermissionDeniedError(
+            f"{path}: permission denied; run as root or make it readable (chmod 0644)"
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -220,39 +242,42 @@ def load_settings(path: Path, *, required: bool = False) -> Settings:
     return parse_settings(text, str(path))
 
 
+def unset_keys(settings: BaseModel, prefix: str = "") -> list[str]:
+    """Dotted names of the keys with no value (TOML has no null: they are left out)."""
+    names: list[str] = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        dotted = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            names.extend(unset_keys(value, f"{dotted}."))
+        elif value is None:
+            names.append(dotted)
+    return names
+
+
 def render_settings(settings: Settings) -> str:
-    """The effective configuration as TOML (defaults included), for `config show`."""
-    lines: list[str] = []
+    """The effective configuration as TOML (defaults included), for `config show`.
 
-    def emit(prefix: str, model: BaseModel) -> None:
-        scalars: list[str] = []
-        nested: list[tuple[str, BaseModel]] = []
-        for name in type(model).model_fields:
-            value = getattr(model, name)
-            if isinstance(value, BaseModel):
-                nested.append((f"{prefix}.{name}" if prefix else name, value))
-            elif value is not None:
-                scalars.append(f"{name} = {toml_value(value)}")
-            else:
-                scalars.append(f"# {name} = (unset)")
-        if prefix:
-            lines.append(f"[{prefix}]")
-        lines.extend(scalars)
-        if prefix:
-            lines.append("")
-        for name, value in nested:
-            emit(name, value)
+    Written by tomli-w, so any value (a newline, quotes, backslashes, non-ASCII)
+    comes out as valid TOML that parses back to the same settings. Keys without a
+    value are named in a comment (TOML has no null).
+    """
+    import tomli_w
 
-    emit("", settings)
-    return "\n".join(lines).rstrip() + "\n"
+    text = tomli_w.dumps(settings.model_dump(mode="json", exclude_none=True))
+    unset = unset_keys(settings)
+    if unset:
+        text = f"# unset (the built-in behaviour applies): {', '.join(unset)}\n\n" + text
+    return text
+
+
+def toml_line(name: str, value: object) -> str:
+    """`name = value` as one valid TOML line (tomli-w escapes the value)."""
+    import tomli_w
+
+    return tomli_w.dumps({name: value}).rstrip("\n")
 
 
 def toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+    """A single-line value as TOML (the README's table of defaults)."""
+    return toml_line("v", value).split(" = ", 1)[1]

@@ -51,8 +51,10 @@ def status_document(
 ) -> dict[str, Any]:
     """The stable JSON document (schema waagent-guard/status/v1)."""
     config = observation.config
+    conf_known = observation.conf_blocked is None
     unit = observation.unit
     handler = observation.vmsnapshot
+    snapshot_blocked = observation.blocked_for(handler.directory) if handler is not None else None
     status = handler.status if handler is not None else None
     counts = dict(observation.log.counts_by_level)
     events = {
@@ -101,11 +103,14 @@ def status_document(
         },
         "config": {
             "path": observation.sysroot.host_path(observation.conf_path),
-            "logs_verbose": config.logs_verbose,
-            "extensions_enabled": config.extensions_enabled,
-            "auto_update": config.auto_update,
-            "autoupdate_enabled": config.autoupdate_enabled,
-            "update_to_latest_version": config.update_to_latest,
+            "exists": observation.conf_exists,
+            # null when waagent.conf exists but could not be read: unknown, not the defaults
+            "readable": conf_known,
+            "logs_verbose": config.logs_verbose if conf_known else None,
+            "extensions_enabled": config.extensions_enabled if conf_known else None,
+            "auto_update": config.auto_update if conf_known else None,
+            "autoupdate_enabled": config.autoupdate_enabled if conf_known else None,
+            "update_to_latest_version": config.update_to_latest if conf_known else None,
             "http_proxy": (
                 f"{config.http_proxy_host}:{config.http_proxy_port}"
                 if config.http_proxy_host
@@ -118,7 +123,9 @@ def status_document(
         },
         "verbose_lease": lease,
         "vmsnapshot": {
-            "installed": handler is not None,
+            # null when Lib.Dir could not be read: unknown is not "not installed"
+            "installed": (handler is not None) if observation.vmsnapshot_known else None,
+            "unreadable": None if snapshot_blocked is None else str(snapshot_blocked),
             "version": handler.version if handler is not None else None,
             "version_ok": observation.vmsnapshot_version_ok,
             "min_version": observation.min_vmsnapshot_version,
@@ -141,10 +148,14 @@ def status_document(
         "wireserver_endpoint": observation.lib.wireserver_endpoint,
         "log": {
             "path": observation.sysroot.host_path(observation.log_path),
+            "readable": observation.log_blocked is None,
             "last_heartbeat": _iso(observation.log.last_heartbeat),
             "last_record": _iso(observation.log.last_record_time),
-            "errors_total": counts.get("ERROR", 0),
-            "warnings_total": counts.get("WARNING", 0),
+            # null when the log could not be read: unknown, not zero
+            "errors_total": counts.get("ERROR", 0) if observation.log_blocked is None else None,
+            "warnings_total": (
+                counts.get("WARNING", 0) if observation.log_blocked is None else None
+            ),
             "counts_by_level": counts,
             "events": events,
         },
@@ -173,6 +184,8 @@ def render_text(document: dict[str, Any], now: float) -> str:
     logdoc = document["log"]
     health = document["health"]
     lines = [f"waagent-guard status: {health.upper() if health != 'healthy' else health}"]
+    if document["unreadable"]:
+        lines[0] += "  (could not read everything: run as root for the full picture)"
     if agent["running"]:
         daemon = agent["daemon"]
         lines.append(
@@ -196,34 +209,48 @@ def render_text(document: dict[str, Any], now: float) -> str:
         )
     elif agent["unit_error"]:
         lines.append(f"  unit         unknown: {agent['unit_error']}")
-    lines.append(
-        f"  config       {config['path']}  verbose {_onoff(config['logs_verbose'])}"
-        f"  extensions {_onoff(config['extensions_enabled'])}"
-        f"  auto-update {_onoff(config['auto_update'])}"
-    )
+    if not config["exists"]:
+        lines.append(
+            f"  config       {config['path']} MISSING (the agent's built-in defaults apply)"
+        )
+    elif not config["readable"]:
+        lines.append(f"  config       {config['path']} unreadable (run as root)")
+    else:
+        lines.append(
+            f"  config       {config['path']}  verbose {_onoff(config['logs_verbose'])}"
+            f"  extensions {_onoff(config['extensions_enabled'])}"
+            f"  auto-update {_onoff(config['auto_update'])}"
+        )
     lease = document.get("verbose_lease")
     if lease:
         lines.append(
             f"  verbose      leased until {lease.get('expires_at_iso')}"
             f" ({lease.get('reason') or 'no reason'})"
         )
-    if snapshot["installed"]:
+    if snapshot["installed"] is None:
+        lines.append("  vmsnapshot   unknown (Lib.Dir could not be read; run as root)")
+    elif snapshot["installed"]:
         verdict = {True: "ok", False: "TOO OLD", None: "unknown"}[snapshot["version_ok"]]
         lines.append(
             f"  vmsnapshot   {snapshot['version']} ({verdict}; minimum {snapshot['min_version']})"
             f"  state {snapshot['handler_state'] or '?'}"
             f"  last {snapshot['operation'] or 'status'}: {snapshot['status'] or 'none'}"
             + ("  [snapshot in progress]" if snapshot["snapshot_in_progress"] else "")
+            + ("  [state unreadable: run as root]" if snapshot.get("unreadable") else "")
         )
     else:
         lines.append("  vmsnapshot   not installed (installed by the first backup)")
-    lines.append(f"  heartbeat    {_ago(logdoc['last_heartbeat'], now)}")
+    if not logdoc.get("readable", True):
+        lines.append(f"  heartbeat    unknown ({logdoc['path']} unreadable; run as root)")
+    else:
+        lines.append(f"  heartbeat    {_ago(logdoc['last_heartbeat'], now)}")
     recent = ", ".join(f"{name} x{item['count']}" for name, item in logdoc["events"].items())
-    lines.append(
-        f"  log          {logdoc['errors_total']} errors,"
-        f" {logdoc['warnings_total']} warnings recently"
-        + (f"; {recent}" if recent else "")
-    )
+    if logdoc.get("readable", True):
+        lines.append(
+            f"  log          {logdoc['errors_total']} errors,"
+            f" {logdoc['warnings_total']} warnings recently"
+            + (f"; {recent}" if recent else "")
+        )
     guard = document.get("guard") or {}
     if guard.get("gave_up"):
         lines.append(

@@ -21,6 +21,9 @@ from waagent_guard.lease import begin_lease, end_lease, lease_summary, load_stat
 from waagent_guard.observe import resolve_conf_path
 from waagent_guard.timeutil import format_duration
 
+# `verbose status --json` (keys are only ever added, like status/v1).
+SCHEMA = "waagent-guard/verbose-status/v1"
+
 
 def _who() -> str:
     from waagent_guard.verbose import user_name
@@ -143,7 +146,8 @@ def status(args: argparse.Namespace, context: Context) -> int:
     verbose = agent_config(load_conf(conf_path)).logs_verbose
     lease = lease_summary(context.sysroot.path(settings.daemon.state_file))
     if args.json:
-        json.dump({"logs_verbose": verbose, "lease": lease}, context.stdout, indent=2)
+        document = {"schema": SCHEMA, "logs_verbose": verbose, "lease": lease}
+        json.dump(document, context.stdout, indent=2)
         context.stdout.write("\n")
         return 0
     print(

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Mapping
 from typing import Callable
 
+from waagent_guard.access import skip_reason
 from waagent_guard.doctor.facts import Facts
 from waagent_guard.doctor.findings import CheckResult, fail, ok, skipped, warn
 from waagent_guard.settings import Settings
@@ -67,6 +68,10 @@ def exthandler_running(facts: Facts, settings: Settings) -> CheckResult:
     if child is not None:
         return ok(f"ExtHandler PID {child.pid} running (version {child.version or 'unknown'})",
                   {"pid": child.pid, "version": child.version})
+    lib_entry = facts.blocked_for(facts.sysroot.host_path(observation.lib.lib_dir))
+    if lib_entry is not None and lib_entry.path == facts.sysroot.host_path(observation.lib.lib_dir):
+        # disable_agent (no ExtHandler on purpose) lives in Lib.Dir.
+        return skipped(skip_reason(lib_entry) + ": cannot tell whether the agent is disabled")
     age = None if daemon.start_time is None else facts.now - daemon.start_time
     evidence = {"daemon_pid": daemon.pid, "daemon_age_seconds": age}
     if age is not None and age < EXTHANDLER_GRACE_SECONDS:
@@ -82,6 +87,9 @@ def pidfile_fresh(facts: Facts, settings: Settings) -> CheckResult:
                 "agent_treats_as_alive": pidfile.agent_sees_alive, "note": pidfile.note}
     if _no_proc(facts):
         return skipped("offline: no /proc under the root to compare the pidfile with", evidence)
+    entry = facts.blocked_for(shown)
+    if entry is not None:
+        return skipped(skip_reason(entry), evidence)
     if pidfile.state == "other":
         if pidfile.other_cmdline is None and pidfile.note:  # 0, -1, a process group
             return fail(f"{shown} holds {pidfile.pid}: {pidfile.note}; remove it", evidence)
@@ -127,7 +135,16 @@ def versions(facts: Facts, settings: Settings) -> CheckResult:
     if blacklisted:
         names = ", ".join(item.version for item in blacklisted)
         return warn(f"blacklisted agent version(s): {names}", evidence, blacklisted=names)
+    lib_dir = facts.sysroot.host_path(observation.lib.lib_dir)
+    entry = next((item for item in facts.blocked if item.input == lib_dir
+                  and (item.path == lib_dir or "/WALinuxAgent-" in item.path)), None)
+    if entry is not None:
+        return skipped(skip_reason(entry) + ": cannot tell whether a version is blacklisted",
+                       evidence)
     if observation.daemon_version is None and observation.goal_state_version is None:
+        if observation.log_blocked is not None:
+            return skipped(skip_reason(observation.log_blocked) + ": no agent process to ask "
+                           "and the log could not be read", evidence)
         return warn("agent versions unknown: no agent process and no version line in the log",
                     evidence)
     return ok(f"daemon {observation.daemon_version or 'unknown'}, goal-state agent "
@@ -135,6 +152,8 @@ def versions(facts: Facts, settings: Settings) -> CheckResult:
 
 
 def autoupdate(facts: Facts, settings: Settings) -> CheckResult:
+    if facts.observation.conf_blocked is not None:
+        return skipped(skip_reason(facts.observation.conf_blocked))
     config = facts.observation.config
     evidence = {"AutoUpdate.Enabled": config.autoupdate_enabled,
                 "AutoUpdate.UpdateToLatestVersion": config.update_to_latest,
@@ -146,6 +165,8 @@ def autoupdate(facts: Facts, settings: Settings) -> CheckResult:
 
 
 def logs_verbose(facts: Facts, settings: Settings) -> CheckResult:
+    if facts.observation.conf_blocked is not None:
+        return skipped(skip_reason(facts.observation.conf_blocked))
     config = facts.observation.config
     lease = facts.verbose_lease
     evidence: dict[str, object] = {"Logs.Verbose": config.logs_verbose, "lease": lease}

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
+from waagent_guard.access import skip_reason
 from waagent_guard.agent.extensions import ExtensionHandler, version_at_least
 from waagent_guard.doctor.extfacts import scrub
 from waagent_guard.doctor.facts import Facts
@@ -32,7 +33,23 @@ def _handler(facts: Facts) -> Optional[ExtensionHandler]:
     return facts.observation.lib.newest_directory(VMSNAPSHOT_NAME)
 
 
+def _not_installed(facts: Facts) -> CheckResult:
+    """Skip for want of a handler: not installed, or Lib.Dir could not be listed."""
+    entry = facts.blocked_for(facts.sysroot.host_path(facts.observation.lib.lib_dir))
+    if entry is not None and entry.path == facts.sysroot.host_path(facts.observation.lib.lib_dir):
+        return skipped(skip_reason(entry))
+    return skipped("VMSnapshot is not installed (see WG-EXT-002)")
+
+
+def _handler_blocked(facts: Facts, handler: ExtensionHandler, *relative: str) -> Optional[str]:
+    paths = [facts.sysroot.host_path(handler.directory / name) for name in relative]
+    entry = facts.blocked_for(*paths)
+    return None if entry is None else skip_reason(entry)
+
+
 def extensions_enabled(facts: Facts, settings: Settings) -> CheckResult:
+    if facts.observation.conf_blocked is not None:
+        return skipped(skip_reason(facts.observation.conf_blocked))
     enabled = facts.observation.config.extensions_enabled
     evidence = {"Extensions.Enabled": enabled}
     if not enabled:
@@ -43,6 +60,8 @@ def extensions_enabled(facts: Facts, settings: Settings) -> CheckResult:
 def vmsnapshot_installed(facts: Facts, settings: Settings) -> CheckResult:
     lib = facts.observation.lib
     lib_dir = facts.sysroot.host_path(lib.lib_dir)
+    if not facts.observation.vmsnapshot_known and facts.observation.lib_blocked is not None:
+        return skipped(skip_reason(facts.observation.lib_blocked), {"lib_dir": lib_dir})
     if not lib.exists:
         return warn(f"{lib_dir} does not exist: the agent never ran here", {"lib_dir": lib_dir})
     handler = _handler(facts)
@@ -58,7 +77,7 @@ def vmsnapshot_version(facts: Facts, settings: Settings) -> CheckResult:
     handler = _handler(facts)
     minimum = settings.vmsnapshot.min_version
     if handler is None:
-        return skipped("VMSnapshot is not installed (see WG-EXT-002)")
+        return _not_installed(facts)
     evidence = {"version": handler.version, "minimum": minimum}
     verdict = version_at_least(handler.version, minimum)
     if verdict is None:
@@ -71,7 +90,10 @@ def vmsnapshot_version(facts: Facts, settings: Settings) -> CheckResult:
 def vmsnapshot_handler_state(facts: Facts, settings: Settings) -> CheckResult:
     handler = _handler(facts)
     if handler is None:
-        return skipped("VMSnapshot is not installed (see WG-EXT-002)")
+        return _not_installed(facts)
+    why = _handler_blocked(facts, handler, "config/HandlerState", "config/HandlerStatus")
+    if why is not None:
+        return skipped(why)
     state = handler.handler_state or "unknown"
     evidence = {"handler_state": handler.handler_state, "handler_status": handler.handler_status,
                 "heartbeat_age_seconds": handler.heartbeat_age_seconds}
@@ -91,7 +113,10 @@ def vmsnapshot_handler_state(facts: Facts, settings: Settings) -> CheckResult:
 def vmsnapshot_last_status(facts: Facts, settings: Settings) -> CheckResult:
     handler = _handler(facts)
     if handler is None:
-        return skipped("VMSnapshot is not installed (see WG-EXT-002)")
+        return _not_installed(facts)
+    why = _handler_blocked(facts, handler, "status")
+    if why is not None:
+        return skipped(why)
     status = handler.status
     if status is None:
         return warn("VMSnapshot has written no status file yet")
@@ -137,6 +162,9 @@ def vmsnapshot_log_failures(facts: Facts, settings: Settings) -> CheckResult:
         if ext_log.error_count:
             parts.append(f"{ext_log.error_count} error line(s) in {ext_log.path}")
         return warn("; ".join(parts), evidence)
+    entry = facts.blocked_for(facts.sysroot.host_path(facts.observation.log_path), ext_log.path)
+    if entry is not None:
+        return skipped(skip_reason(entry), evidence)
     if event is not None and event.count:
         return ok(f"VMSnapshot failures in waagent.log are older than "
                   f"{RECENT_SECONDS / 3600:.0f} h", evidence)

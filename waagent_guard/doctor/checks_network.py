@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Callable
 
+from waagent_guard.access import skip_reason
 from waagent_guard.doctor.extfacts import scrub
 from waagent_guard.doctor.facts import Facts
 from waagent_guard.doctor.findings import CheckResult, Status, fail, ok, skipped, warn
@@ -58,6 +59,15 @@ def imds(facts: Facts, settings: Settings) -> CheckResult:
 
 def storage(facts: Facts, settings: Settings) -> CheckResult:
     target = facts.probes.storage
+    handler = facts.observation.vmsnapshot
+    if handler is not None:
+        entry = facts.blocked_for(facts.sysroot.host_path(handler.directory / "config"))
+    elif not facts.observation.vmsnapshot_known:
+        entry = facts.observation.lib_blocked
+    else:
+        entry = None
+    if target is None and entry is not None:
+        return skipped(skip_reason(entry) + " (the storage host comes from VMSnapshot's settings)")
     if target is None:
         return skipped("no storage host known: VMSnapshot has no settings with a blob URI "
                        "(set doctor.storage_host to probe one)")
@@ -114,6 +124,9 @@ def firewall(facts: Facts, settings: Settings) -> CheckResult:
 
 def log_errors(facts: Facts, settings: Settings) -> CheckResult:
     signals = facts.observation.log
+    entry = facts.blocked_for(facts.sysroot.host_path(facts.observation.log_path))
+    if entry is not None:
+        return skipped(skip_reason(entry))
     if not signals.record_count:
         return skipped("waagent.log is missing or empty")
     evidence: dict[str, object] = {}

@@ -9,9 +9,11 @@ import logging
 from collections.abc import Mapping
 from typing import Callable, Optional
 
+from waagent_guard.access import skip_reason
 from waagent_guard.doctor.facts import DiskFacts, Facts
 from waagent_guard.doctor.findings import CheckResult, fail, ok, skipped, warn
 from waagent_guard.settings import Settings
+from waagent_guard.sysroot import DHCP_LEASE_GLOBS
 from waagent_guard.timeutil import format_duration
 
 log = logging.getLogger(__name__)
@@ -25,8 +27,16 @@ def wireserver_endpoint(facts: Facts, settings: Settings) -> CheckResult:
     if lib.wireserver_endpoint or from_leases:
         known = lib.wireserver_endpoint or from_leases[0]
         return ok(f"WireServer endpoint {known} known", evidence)
+    entry = facts.blocked_for(facts.sysroot.host_path(lib.lib_dir / "WireServerEndpoint"),
+                              *_lease_dirs())
+    if entry is not None:
+        return skipped(skip_reason(entry), evidence)
     return warn("WireServer endpoint unknown: no WireServerEndpoint file and no DHCP option 245 "
                 "in any lease", evidence)
+
+
+def _lease_dirs() -> list[str]:
+    return [pattern.rsplit("/", 1)[0] for pattern in DHCP_LEASE_GLOBS]
 
 
 def dhcp_in_use(facts: Facts, settings: Settings) -> CheckResult:
@@ -42,6 +52,9 @@ def dhcp_in_use(facts: Facts, settings: Settings) -> CheckResult:
         return warn("the agent logged 'DHCP client is not running'", evidence)
     if network.static_hints:
         return warn("DHCP leases exist, but some interfaces are configured statically", evidence)
+    entry = facts.blocked_for(*_lease_dirs())
+    if not network.leases and entry is not None:
+        return skipped(skip_reason(entry), evidence)
     if not network.leases:
         return warn("no DHCP lease file found (dhclient, systemd-networkd, NetworkManager)",
                     evidence)
@@ -88,7 +101,9 @@ def conf_readable(facts: Facts, settings: Settings) -> CheckResult:
     shown = facts.sysroot.host_path(observation.conf_path)
     evidence = {"path": shown, "problems": list(observation.conf.problems),
                 "unreadable": list(observation.unreadable)}
-    if not observation.conf_path.exists():
+    if observation.conf_blocked is not None:
+        return skipped(skip_reason(observation.conf_blocked), evidence)
+    if not observation.conf_exists:
         return warn(f"{shown} not found: the agent's code defaults apply", evidence)
     if observation.conf.problems:
         return warn(f"{shown}: " + "; ".join(observation.conf.problems[:3]), evidence)

@@ -62,12 +62,14 @@ def diagnose(args: argparse.Namespace, context: Context, sysroot: Sysroot, *,
     findings = run_checks(facts, settings)
     if args.json:
         json.dump(document(findings, root=shown_root, probes_ran=plan.run,
-                           probes_reason=plan.reason, generated_at=facts.now),
+                           probes_reason=plan.reason, generated_at=facts.now,
+                           unreadable=facts.unreadable),
                   context.stdout, indent=2)
         context.stdout.write("\n")
     else:
         context.stdout.write(render_text(findings, root=shown_root, probes_ran=plan.run,
-                                         probes_reason=plan.reason, generated_at=facts.now))
+                                         probes_reason=plan.reason, generated_at=facts.now,
+                                         unreadable=facts.unreadable))
     return exit_code(findings)
 
 

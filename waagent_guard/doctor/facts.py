@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from waagent_guard.access import Unreadable, blocked, first_covering
 from waagent_guard.doctor import netfacts
 from waagent_guard.doctor.extfacts import (
     ExtensionLogFacts,
@@ -37,7 +38,7 @@ from waagent_guard.doctor.unitfacts import UnitFacts, unit_facts
 from waagent_guard.observe import Observation, observe
 from waagent_guard.service.runner import CommandRunner, SubprocessRunner
 from waagent_guard.settings import Settings
-from waagent_guard.sysroot import VMSNAPSHOT_NAME, Sysroot
+from waagent_guard.sysroot import DHCP_LEASE_GLOBS, VMSNAPSHOT_NAME, Sysroot
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,16 @@ class Facts:
     is_root_user: bool
     offline: bool  # files come from --root / --bundle, not the running system
     verbose_lease: Optional[Mapping[str, Any]] = None
+    # What could not be read: the observation's entries, then the doctor's own inputs.
+    blocked: tuple[Unreadable, ...] = ()
+
+    @property
+    def unreadable(self) -> tuple[str, ...]:
+        return tuple(str(entry) for entry in self.blocked)
+
+    def blocked_for(self, *host_paths: str) -> Optional[Unreadable]:
+        """The entry that kept any of `host_paths` (or a path under one of them) from a check."""
+        return first_covering(self.blocked, *host_paths, within=True)
 
     @property
     def now(self) -> float:
@@ -262,6 +273,7 @@ def gather_facts(
         extension_log = extension_log_facts(sysroot, config.extension_log_dir, VMSNAPSHOT_NAME)
         results = pending.result() if pending is not None else {}
     return Facts(
+        blocked=observation.blocked + _doctor_blocked(sysroot, extension_log.path),
         observation=observation,
         unit=unit_facts(sysroot, settings, observation),
         resources=resources,
@@ -273,6 +285,20 @@ def gather_facts(
         offline=offline,
         verbose_lease=sources.verbose_lease,
     )
+
+
+def _doctor_blocked(sysroot: Sysroot, extension_log: str) -> tuple[Unreadable, ...]:
+    """The doctor's own inputs that exist but cannot be read: extension log, lease dirs."""
+    found: list[Unreadable] = []
+    reason = blocked(sysroot.path(extension_log))
+    if reason is not None:
+        found.append(Unreadable(extension_log, extension_log, reason))
+    for pattern in DHCP_LEASE_GLOBS:
+        directory = pattern.rsplit("/", 1)[0]
+        reason = blocked(sysroot.path(directory), directory=True)
+        if reason is not None and first_covering(found, directory) is None:
+            found.append(Unreadable(directory, directory, reason))
+    return tuple(found)
 
 
 def _network(sysroot: Sysroot, wireserver: str, sources: FactSources,

@@ -38,6 +38,7 @@ def document(
     probes_ran: bool,
     probes_reason: str,
     generated_at: float,
+    unreadable: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The `--json` document (schema `waagent-guard/doctor/v1`)."""
     return {
@@ -48,6 +49,8 @@ def document(
         "summary": summarize(findings),
         "backup_ready": backup_ready(findings),
         "findings": [finding.to_dict() for finding in worst_first(findings)],
+        # The same entries as `status --json`'s, plus the doctor's own inputs.
+        "unreadable": list(unreadable),
     }
 
 
@@ -73,6 +76,7 @@ def render_text(
     probes_reason: str,
     generated_at: float,
     verbose: bool = False,
+    unreadable: Sequence[str] = (),
 ) -> str:
     """The human report: grouped by guide cause, worst group and worst finding first."""
     lines = [f"waagent-guard doctor  {iso_utc(generated_at)}  root {root}",
@@ -85,12 +89,16 @@ def render_text(
             head = f"  {_LABELS[item.status]:<5} {item.code:<12} {item.title}"
             lines.append(head)
             lines.extend(_wrap("        ", item.summary))
-            if item.status in (Status.WARN, Status.FAIL, Status.ERROR) or verbose:
+            if item.remedy and (item.status in (Status.WARN, Status.FAIL, Status.ERROR)
+                                or verbose):
                 lines.extend(_wrap("        fix: ", item.remedy))
         lines.append("")
     counts = summarize(findings)
     ready = "yes" if backup_ready(findings) else "no"
     lines.append(", ".join(f"{counts[s.value]} {s.value}" for s in Status)
                  + f"; backup ready: {ready}")
+    if unreadable:
+        lines.append("could not read (the checks that needed these are skipped; run as root):")
+        lines.extend(f"  - {item}" for item in unreadable)
     lines.append(f"guide: {GUIDE_URL}")
     return "\n".join(lines) + "\n"

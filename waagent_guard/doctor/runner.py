@@ -102,7 +102,8 @@ def run_checks(
             severity=item.severity,
             summary=result.summary,
             evidence=result.evidence,
-            remedy=render_template(item.remedy, fields),
+            # A skipped check saw nothing to fix: a remedy there would act on a guess.
+            remedy="" if result.status is Status.SKIPPED else render_template(item.remedy, fields),
             link=item.link,
             duration_seconds=duration,
             checked_at=clock(),

@@ -84,7 +84,11 @@ def make_service_manager(
     """The manager `settings.agent` asks for (`auto`: detected under `sysroot`)."""
     agent = settings.agent
     runner = runner if runner is not None else SubprocessRunner()
-    finder = pid_finder if pid_finder is not None else default_pid_finder(sysroot.proc)
+    if pid_finder is None:  # only this root's own agent (not a container's or demo's)
+        from waagent_guard.agentroot import root_pid_finder
+
+        pid_finder = root_pid_finder(sysroot)
+    finder = pid_finder
     timeout = agent.command_timeout_seconds
     kind = agent.manager if agent.manager != "auto" else detect_manager_kind(sysroot, agent.unit)
     log.debug("agent service manager: %s", kind)
