@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,8 @@ class Observation:
     freeze_lock_age: Optional[float] = None
     conf_mtime: Optional[float] = None
     unreadable: tuple[str, ...] = field(default_factory=tuple)
+    # True when waagent.log could be opened for reading; None when not checked.
+    log_readable: Optional[bool] = None
 
     @property
     def daemon(self) -> Optional[AgentProcess]:
@@ -193,6 +196,14 @@ def _mtime(path: Path) -> Optional[float]:
         return None
 
 
+def _readable_file(path: Path) -> bool:
+    """Whether `path` is a regular file this process may read (no read: it may be large)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode) and os.access(path, os.R_OK)
+    except OSError:
+        return False
+
+
 def _unreadable(paths: list[Path], sysroot: Sysroot) -> tuple[str, ...]:
     missing = []
     for path in paths:
@@ -277,4 +288,5 @@ def observe(
         freeze_lock_age=_freeze_lock_age(sysroot, now),
         conf_mtime=_mtime(conf_path),
         unreadable=_unreadable([conf_path, log_path, lib_dir], sysroot),
+        log_readable=_readable_file(log_path),
     )
