@@ -207,6 +207,7 @@ class Vm:
     guest: Path
     address: str
     guard: Optional[subprocess.Popen[bytes]] = None
+    log: Optional[Path] = None
     overrides: dict[str, dict[str, object]] = field(default_factory=dict)
     agent_args: list[str] = field(default_factory=lambda: list(AGENT_ARGS))
 
@@ -225,8 +226,13 @@ class Vm:
                                                   self.overrides))
 
     def tool(self, verb: str, *args: str) -> None:
-        subprocess.run([sys.executable, "-m", "waagent_guard.democmd", verb, str(self.guest),
-                        *args], timeout=60, check=True)
+        """The demo's service-manager verbs, in-process (no Python start-up per call)."""
+        from waagent_guard.democmd import start_agent, stop_agent
+
+        if verb in ("stop", "restart"):
+            stop_agent(self.guest)
+        if verb in ("start", "restart"):
+            start_agent(self.guest, list(args))
 
     def processes(self, marker: str = "") -> list[int]:
         """PIDs whose argv names this guest (and `marker`): the simulated agent's."""
@@ -256,8 +262,16 @@ class Vm:
         os.replace(tmp, conf)
 
     def reload(self) -> None:
-        assert self.guard is not None
+        """SIGHUP, then wait until the guard says it applied the file (a loaded machine)."""
+        assert self.guard is not None and self.log is not None
+        log = self.log
+
+        def reloads() -> int:
+            return log.read_text(errors="replace").count("configuration reloaded")
+
+        before = reloads()
         self.guard.send_signal(signal.SIGHUP)
+        wait_for(lambda: reloads() > before, 120, f"{self.instance} to reload its config")
 
 
 # --- the fleet ----------------------------------------------------------------------------
@@ -298,7 +312,6 @@ def _loop_inject(vm: Vm) -> None:
     vm.agent_args = [*AGENT_ARGS, "--crash-after", "2"]
     vm.write_config()
     vm.reload()
-    time.sleep(1)
     _restart_agent(vm)
 
 
@@ -306,7 +319,6 @@ def _loop_repair(vm: Vm) -> None:
     vm.agent_args = list(AGENT_ARGS)
     vm.write_config()
     vm.reload()
-    time.sleep(1)
     _restart_agent(vm)
 
 
@@ -342,9 +354,14 @@ def _exthandler_signal(signum: int) -> Callable[[Vm], None]:
 
 
 def _lease_inject(vm: Vm) -> None:
-    subprocess.run([sys.executable, "-m", "waagent_guard", "verbose", "on", "--root",
-                    str(vm.guest), "--for", "5s", "--no-restart", "--reason", "fleet"],
-                   timeout=60, check=True, stdout=subprocess.DEVNULL)
+    # What `waagent-guard verbose on --for 30s --no-restart` sends, without a Python start-up
+    # per VM (seconds each on a loaded machine).
+    from waagent_guard.control import request
+
+    answer = request(vm.guest / "run/waagent-guard/control.sock",
+                     {"op": "verbose_on", "duration": 30, "reason": "fleet", "restart": False},
+                     timeout=120)
+    assert answer.get("ok"), answer
     # waagent.conf can no longer be edited (for root too): the lease cannot be reverted.
     subprocess.run(["chattr", "+i", str(vm.guest / "etc")], timeout=30, check=True)
 
@@ -426,6 +443,7 @@ class Fleet:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "INVOCATION_ID", "JOURNAL_STREAM"):
             env.pop(key, None)
+        vm.log = self.logs / f"guard{vm.index:03d}.log"
         vm.guard = self.procs.start(f"guard{vm.index:03d}", [
             sys.executable, "-m", "waagent_guard", "run", "--root", str(vm.guest)], env=env)
 

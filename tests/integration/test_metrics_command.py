@@ -6,11 +6,11 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import socket
-import urllib.request
-import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
