@@ -60,15 +60,21 @@ def _seconds(text: str) -> int:
     return sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([smhd])", text))
 
 
+# Range windows are scaled too, but never below this: with 10 s scrapes that can time out
+# on a loaded machine, a shorter window can lose a counter's sample from before a restart.
+MIN_RANGE_SECONDS = 180
+
+
 def scale_rules(text: str, factor: float) -> str:
     """The rules with `for:`, `interval:`, `[range]` and `N # seconds` divided by factor."""
 
-    def duration(seconds: float) -> str:
-        return f"{max(1, round(seconds / factor))}s"
+    def duration(seconds: float, floor: int = 1) -> str:
+        return f"{max(floor, round(seconds / factor))}s"
 
     text = re.sub(r"^(\s+(?:for|interval): )(\w+)$",
                   lambda m: m.group(1) + duration(_seconds(m.group(2))), text, flags=re.M)
-    text = re.sub(r"\[(\d+[smhd])\]", lambda m: f"[{duration(_seconds(m.group(1)))}]", text)
+    text = re.sub(r"\[(\d+[smhd])\]",
+                  lambda m: f"[{duration(_seconds(m.group(1)), MIN_RANGE_SECONDS)}]", text)
     return re.sub(r"(\d+(?:\.\d+)?) # seconds",
                   lambda m: f"{float(m.group(1)) / factor:g} # seconds", text)
 
