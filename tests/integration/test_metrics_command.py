@@ -82,7 +82,7 @@ def test_every_metric_in_the_readme_table_is_exported(tmp_path: Path) -> None:
     exported = set(re.findall(r"^# TYPE (\S+)", text, flags=re.M))
     exported |= {name + "_total" for name in exported}
     documented = set(re.findall(r"^\| `(waagent_[a-z_]+)` \|", README.read_text(), flags=re.M))
-    # Only the daemon exports the doctor's check families (they need a doctor run).
+    # Families the daemon alone has (decisions), or that need a unit or a running agent.
     daemon_only = {"waagent_guard_decisions_total", "waagent_unit_restarts",
                    "waagent_unit_autorestart", "waagent_process_start_time_seconds",
                    "waagent_process_resident_memory_bytes", "waagent_process_cpu_seconds_total"}
