@@ -89,7 +89,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def http_json(url: str, data: Optional[bytes] = None, timeout: float = 10.0) -> Any:
+def http_json(url: str, data: Optional[bytes] = None, timeout: float = 60.0) -> Any:
     request = urllib.request.Request(url, data=data)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
