@@ -623,6 +623,7 @@ def run_fleet(count: int, scale: float, top: Path) -> dict[str, Any]:
         fleet.figures.update(snapshot)
         fleet.figures.update(check_dashboards(fleet))
         fleet.figures.update(check_remote_write(fleet))
+        fleet.figures["fired"] = sorted(f"{a} {i}" for a, i in fleet.webhook.ever_fired())
         verdict = judge(fleet, active, expected)
         fleet.figures.update(verdict)
         fleet.figures["wall_seconds"] = round(time.monotonic() - started, 1)
@@ -634,6 +635,8 @@ def run_fleet(count: int, scale: float, top: Path) -> dict[str, Any]:
                     subprocess.run(["chattr", "-i", str(vm.guest / "etc")], timeout=30,
                                    check=False, stderr=subprocess.DEVNULL)
         fleet.procs.stop_all()
+        # The figures so far, also when an assertion failed (what fired, when, the costs).
+        print("fleet figures: " + json.dumps(fleet.figures, sort_keys=True), flush=True)
         for vm in fleet.vms:
             for pid in vm.processes():
                 with contextlib.suppress(ProcessLookupError):
