@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv demo test lint unit e2e deb rpm wheelhouse wheelhouse-lock guard-toml bench bench-quick clean
+.PHONY: venv demo test lint unit e2e deb rpm wheelhouse wheelhouse-lock guard-toml bench bench-quick clean fleet
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml scripts/bootstrap
@@ -72,3 +72,12 @@ bench: venv
 
 bench-quick: venv
 	$(PY) -m bench.run --quick $(BENCH_ARGS)
+
+# --- The monitoring kit on a simulated fleet (monitoring/README.md) -------------------------
+# `make fleet`: 50 guards (each on 127.0.0.x:8419 with its own demo guest and simulated
+# agent) under a real Prometheus, Alertmanager and remote-write receiver; faults injected,
+# alerts asserted at a webhook; figures in out/fleet.json. Needs Debian's prometheus and
+# prometheus-alertmanager (--no-install-recommends); the lease fault needs root (chattr).
+FLEET_ARGS ?=
+fleet: venv
+	$(PY) -m tests.fleet.fleet --json out/fleet.json $(FLEET_ARGS)

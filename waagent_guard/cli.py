@@ -211,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write waagent_guard.prom atomically into DIR (node_exporter)",
     )
+    metrics.add_argument(
+        "--probe",
+        action="store_true",
+        help="let the doctor's checks probe the WireServer/IMDS (default: no network probes)",
+    )
 
     doctor = add(
         "doctor",

@@ -74,7 +74,8 @@ class Guard:
         self.state_path = sysroot.path(settings.daemon.state_file)
         self.state = load_state(self.state_path)
         self.conf_path = resolve_conf_path(sysroot, settings)
-        self.restarts_by_reason: dict[str, int] = {}
+        # Counted across the guard's own restarts (state.json), so a counter never hides one.
+        self.restarts_by_reason: dict[str, int] = dict(self.state.restart_counts)
         self.decisions_by_action: dict[str, int] = {}
         self.observation: Optional[Observation] = None
         self.published = MetricsInput(observation=None)
@@ -384,7 +385,14 @@ class Guard:
 
     def save_policy_state(self, state: PolicyState) -> None:
         self._policy_state = state
-        self.set_state(self.state.model_copy(update={"restart_policy": state.to_dict()}))
+        self.set_state(
+            self.state.model_copy(
+                update={
+                    "restart_policy": state.to_dict(),
+                    "restart_counts": dict(self.restarts_by_reason),
+                }
+            )
+        )
 
     def set_state(self, state: GuardState) -> None:
         """Keep and persist the durable state (a failed write is logged, never fatal)."""

@@ -19,8 +19,14 @@ from waagent_guard.settings import MetricsSettings
 log = logging.getLogger(__name__)
 
 
-def guard_collector(provider: Callable[[], MetricsInput], *, checks: bool) -> StateCollector:
-    """The collector over what `provider` returns; `checks` adds the doctor's families."""
+def guard_collector(
+    provider: Callable[[], MetricsInput], *, checks: bool, decisions: bool = True
+) -> StateCollector:
+    """The collector over what `provider` returns; `checks` adds the doctor's families.
+
+    `decisions=False` leaves out `waagent_guard_decisions_total`, which counts one
+    daemon's decisions since it started and so exists only where the daemon serves.
+    """
     from waagent_guard.policy import DECISION_ACTIONS, RESTART_REASONS
 
     check_codes: tuple[str, ...] = ()
@@ -33,7 +39,7 @@ def guard_collector(provider: Callable[[], MetricsInput], *, checks: bool) -> St
         restart_reasons=RESTART_REASONS,
         event_names=[event.name for event in EVENT_CATALOGUE],
         check_codes=check_codes,
-        decision_actions=DECISION_ACTIONS,
+        decision_actions=DECISION_ACTIONS if decisions else (),
     )
 
 

@@ -61,6 +61,9 @@ class GuardState(BaseModel):
     version: int = STATE_VERSION
     verbose_lease: Optional[VerboseLease] = None
     restart_policy: dict[str, Any] = Field(default_factory=dict)
+    # Agent restarts the guard made, by reason, since the state file was created: the
+    # daemon's `waagent_guard_restarts_total` starts from these, and `metrics` reads them.
+    restart_counts: dict[str, int] = Field(default_factory=dict)
 
 
 # --- state.json ---------------------------------------------------------------------

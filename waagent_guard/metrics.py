@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -27,13 +27,17 @@ from waagent_guard.observe import HEALTH_EXIT_CODES, UNKNOWN, Observation, asses
 
 LOG_LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR")
 
+# `waagent_guard_check_status` values (doctor.findings maps each status to one of these).
+CHECK_STATUS_HELP = "Doctor check result: 0 ok, 1 warn, 2 fail, 3 skipped or not run yet, 4 error"
+CHECK_NOT_RUN = 3
+
 
 @dataclass(frozen=True)
 class CheckSample:
     """One doctor check's latest result, as the daemon exports it."""
 
     code: str
-    value: int  # Finding.metric_value: 0 ok, 1 warn, 2 fail, 3 skipped or error
+    value: int  # Finding.metric_value: 0 ok, 1 warn, 2 fail, 3 skipped, 4 error
     duration_seconds: float
     last_run: float
 
@@ -123,22 +127,23 @@ def _check_families(data: MetricsInput, check_codes: Sequence[str]) -> Iterable[
     by_code = {sample.code: sample for sample in data.checks}
     status = GaugeMetricFamily(
         "waagent_guard_check_status",
-        "Doctor check result: 0 ok, 1 warn, 2 fail, 3 skipped or error",
+        CHECK_STATUS_HELP,
         labels=["check"],
     )
     duration = GaugeMetricFamily(
         "waagent_guard_check_duration_seconds", "Doctor check duration", labels=["check"]
     )
-    last_run = GaugeMetricFamily(
-        "waagent_guard_check_last_run_timestamp_seconds",
-        "When the check last ran",
-        labels=["check"],
-    )
     for code in check_codes:
         sample = by_code.get(code)
-        status.add_metric([code], float(sample.value if sample else 3))
+        status.add_metric([code], float(sample.value if sample else CHECK_NOT_RUN))
         duration.add_metric([code], sample.duration_seconds if sample else 0.0)
-        last_run.add_metric([code], sample.last_run if sample else 0.0)
+    # One series, not one per check (they run together): the cardinality budget,
+    # monitoring/README.md. Alert on its age to see a doctor that stopped running.
+    last_run = GaugeMetricFamily(
+        "waagent_guard_doctor_last_run_timestamp_seconds",
+        "When the doctor's checks last ran (0: not yet)",
+        value=max((sample.last_run for sample in data.checks), default=0.0),
+    )
     ready = _gauge(
         "waagent_backup_ready",
         "1 when every check of the backup guide's causes passes and the agent runs",
@@ -282,6 +287,12 @@ def _agent_families(
             "Newest waagent.log record",
             signals.last_record_time.timestamp(),
         )
+    # Always present, so `time() - heartbeat` alerts can tell "stale" from "unknown".
+    yield _gauge(
+        "waagent_log_readable",
+        "1 when waagent.log was read; 0 when missing or unreadable (log series are unknown)",
+        _bool(observation.log_readable),
+    )
     if signals.last_heartbeat is not None:
         yield _gauge(
             "waagent_last_heartbeat_timestamp_seconds",
@@ -334,14 +345,21 @@ class StateCollector(Collector):
         )
 
 
-def make_registry(collector: Collector, *, process_metrics: bool = True) -> CollectorRegistry:
-    """A fresh registry with the guard's collector (and its own process metrics)."""
+def make_registry(
+    collector: Collector, *, process_metrics: bool = True, process_pid: Optional[int] = None
+) -> CollectorRegistry:
+    """A fresh registry with the guard's collector and the guard's process families.
+
+    The process families describe this process, or `process_pid` (the daemon, when a
+    one-shot command renders them); `process_metrics=False` leaves them out.
+    """
     from prometheus_client import PlatformCollector, ProcessCollector
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     if process_metrics:
-        ProcessCollector(namespace="waagent_guard", registry=registry)
+        pid: Union[int, str] = "self" if process_pid is None else process_pid
+        ProcessCollector(namespace="waagent_guard", pid=lambda: pid, registry=registry)
         PlatformCollector(registry=registry)
     return registry
 

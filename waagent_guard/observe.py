@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,8 @@ class Observation:
     blocked: tuple[Unreadable, ...] = field(default_factory=tuple)
     proc_error: Optional[str] = None  # /proc could not be read: processes unknown
     system_state: Optional[str] = None  # `systemctl is-system-running`, when asked
+    # True when waagent.log could be opened for reading; None when not checked.
+    log_readable: Optional[bool] = None
 
     @property
     def unreadable(self) -> tuple[str, ...]:
@@ -282,6 +285,14 @@ def _blocked(
     return tuple(found)
 
 
+def _readable_file(path: Path) -> bool:
+    """Whether `path` is a regular file this process may read (no read: it may be large)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode) and os.access(path, os.R_OK)
+    except OSError:
+        return False
+
+
 def resolve_conf_path(
     sysroot: Sysroot,
     settings: Settings,
@@ -380,4 +391,5 @@ def observe(
         ),
         proc_error=proc_error,
         system_state=system_state,
+        log_readable=_readable_file(log_path),
     )

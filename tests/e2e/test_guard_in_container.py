@@ -119,6 +119,29 @@ def test_metrics_report_the_agent_up_with_its_version(container: Container) -> N
     assert samples["waagent_up"] == 1.0
 
 
+def test_package_ships_the_monitoring_kit_and_the_textfile_timer_works(
+    container: Container,
+) -> None:
+    kit = "/usr/share/waagent-guard/monitoring"
+    for path in ("rules/waagent-guard-alerts.yml", "rules/waagent-guard-records.yml",
+                 "RUNBOOK.md", "dashboards/fleet.json", "dashboards/vm.json",
+                 "scrape/azure_sd.yml", "systemd/waagent-guard-textfile.timer"):
+        assert container.path(f"{kit}/{path}").is_file(), path
+    # The node_exporter route, as the README wires it: link the units, start the service.
+    textfile = "/var/lib/prometheus/node-exporter"
+    container.run(["mkdir", "-p", textfile])
+    container.run(["systemctl", "link", f"{kit}/systemd/waagent-guard-textfile.service"])
+    container.run(["systemctl", "enable", "--now", f"{kit}/systemd/waagent-guard-textfile.timer"])
+    container.run(["systemctl", "start", "waagent-guard-textfile.service"], timeout=120)
+    text = container.path(f"{textfile}/waagent_guard.prom").read_text()
+    for family in ("waagent_up 1.0", "waagent_backup_ready", "waagent_guard_check_status{",
+                   "waagent_guard_process_resident_memory_bytes", "waagent_log_readable 1.0"):
+        assert family in text, family
+    assert container.run(["systemctl", "is-active", "waagent-guard-textfile.timer"]
+                         ).stdout.strip() == "active"
+    container.run(["systemctl", "disable", "--now", "waagent-guard-textfile.timer"])
+
+
 def test_guard_restarts_the_killed_agent_and_counts_it(container: Container) -> None:
     before = _guard_restarts(container.metrics())
     pid = _active_pid(container, AGENT)

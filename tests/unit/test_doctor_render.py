@@ -37,7 +37,7 @@ def test_backup_ready_needs_the_agent_and_no_failure_in_causes_one_to_four() -> 
 def test_metric_values_follow_the_issue() -> None:
     values = {status: finding("WG-SYS-001", status).metric_value for status in Status}
     assert values == {Status.OK: 0, Status.WARN: 1, Status.FAIL: 2, Status.SKIPPED: 3,
-                      Status.ERROR: 3}
+                      Status.ERROR: 4}
 
 
 def test_json_document_has_the_documented_shape() -> None:

@@ -35,13 +35,14 @@ _SEVERITY_ORDER = {
     Status.OK: 0,
 }
 
-# The value of `waagent_guard_check_status{check}`: 0 ok, 1 warn, 2 fail, 3 skipped/error.
+# The value of `waagent_guard_check_status{check}`: 0 ok, 1 warn, 2 fail, 3 skipped, 4 error
+# (error: the check itself broke; alerts must tell it from a check that could not apply).
 _METRIC_VALUE = {
     Status.OK: 0,
     Status.WARN: 1,
     Status.FAIL: 2,
     Status.SKIPPED: 3,
-    Status.ERROR: 3,
+    Status.ERROR: 4,
 }
 
 Evidence = Union[Mapping[str, Any], str]
