@@ -59,11 +59,11 @@ TEXT_FORMS: dict[str, bytes] = {
     "protected_capital": b'{"ProtectedSettings": "MIIBCANARY=="}',
     "protected_upper": b'{"PROTECTEDSETTINGS": "CANARY"}',
     "protected_escaped": b'"{\\"protectedSettings\\": \\"CANARY\\"}"',
-    "protected_xml_quot": b"<RuntimeSettings>{&quot;protectedSettings&quot;: &quot;MIIBCANARY==&quot;}",
+    "protected_xml_quot": b"<RuntimeSettings>{&quot;protectedSettings&quot;: &quot;MIIBCANARY==&quot;}",  # noqa: E501
     "protected_xml_quot_capital": b"&quot;ProtectedSettings&quot;:&quot;CANARY&quot;",
     "protected_object": b'{"protectedSettings": {"password": "CANARY", "k": ["}", "CANARY"]}}',
     "protected_object_capital": b'{"ProtectedSettings": {"commandToExecute": "CANARY"}}',
-    "protected_object_xml_quot": b"&quot;protectedSettings&quot;: {&quot;k&quot;: &quot;CANARY&quot;}",
+    "protected_object_xml_quot": b"&quot;protectedSettings&quot;: {&quot;k&quot;: &quot;CANARY&quot;}",  # noqa: E501
     "account_key": b"DefaultEndpointsProtocol=https;AccountName=a;AccountKey=CANARY+ab==;Suffix=x",
     "account_key_lower": b"conn: defaultendpointsprotocol=https;accountkey=CANARY==;",
     "account_key_json": b'{"storageAccountKey": "CANARY=="}',
@@ -101,7 +101,7 @@ TEXT_FORMS: dict[str, bytes] = {
 }
 
 BLOCK_FORMS: dict[str, bytes] = {
-    "pem_private_key": b"-----BEGIN RSA PRIVATE KEY-----\nMIIE\nCANARY\n-----END RSA PRIVATE KEY-----",
+    "pem_private_key": b"-----BEGIN RSA PRIVATE KEY-----\nMIIE\nCANARY\n-----END RSA PRIVATE KEY-----",  # noqa: E501
     "pem_openssh_key": (
         b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nCANARY\n"
         b"-----END OPENSSH PRIVATE KEY-----"

@@ -78,7 +78,8 @@ _SIG = (rb"(?:(?<![A-Za-z0-9_])|(?<=u0026)|(?<=u003[fF])|(?<=%26)|(?<=%3[fF])|(?
         rb"|(?<=253[fF]))sig(?:=|%3[Dd]|%253[Dd]|\\u003[dD])")
 _SECRET_WORDS = (rb"password|passwd|passphrase|pwd|secret|token|credential|connectionstring"
                  rb"|signature|privatekey|private_key|private-key|apikey|api_key|psk"
-                 rb"|authorization|accountkey|sharedaccesskey")
+                 rb"|authorization|accountkey|sharedaccesskey|presharedkey|preshared_key"
+                 rb"|preshared-key")
 _SECRET_KEY_NAME = (
     rb"[A-Za-z0-9_.\-]{0,60}(?:" + _SECRET_WORDS + rb")[A-Za-z0-9_.\-]{0,60}"
     rb"|[A-Za-z0-9_.\-]{1,60}key|sig|private|shared"
@@ -150,7 +151,7 @@ CHPASSWD_BLOCK = BlockRule(
     begin=re.compile(rb"(?i)chpasswd['\"]?\s{0,10}:"),
     end=re.compile(rb"(?!)"),
     keep_tokens=True,
-    leak=re.compile(rb"(?i)chpasswd['\"]?\s{0,10}:\s{0,10}(?!\[REDACTED\])(?=\S)"),
+    leak=re.compile(rb"(?i)chpasswd['\"]?\s{0,10}:\s{0,10}(?!\[REDACTED\])(?![0-9]{1,12}\b)(?=\S)"),
     indented=True,
 )
 BASE64_DER_RUN = BlockRule(
@@ -179,13 +180,13 @@ AUTHORIZATION = SubstitutionRule(
     description="Authorization header values and bearer tokens (plain, JSON, Python repr)",
     pattern=re.compile(
         rb"(?i)((?:\bauthorization(?:\\*[\"']|&quot;)?\s{0,20}[:=]\s{0,20}(?:\\*[\"']|&quot;)?"
-        rb"\s{0,20}(?:[A-Za-z\-]{1,30}\s{1,5})?|\bbearer\s{1,5}))(?!\[REDACTED\])"
+        rb"\s{0,20}(?:[A-Za-z\-]{1,30}\s{1,5})?|\bbearer\s{1,5}))(?!\[REDACTED\])(?![0-9]{1,12}\b)"
         rb"[^\s\"'\\,;&<>]+"
     ),
     replacement=_keep_group_one,
     leak=re.compile(
         rb"(?i)(?:\bauthorization(?:\\*[\"']|&quot;)?\s{0,20}[:=]\s{0,20}(?:\\*[\"']|&quot;)?"
-        rb"\s{0,20}(?:[A-Za-z\-]{1,30}\s{1,5})?|\bbearer\s{1,5})(?!\[REDACTED\])"
+        rb"\s{0,20}|\bbearer\s{1,5})(?!(?:[A-Za-z\-]{1,30}\s{1,5})?\[REDACTED\])(?![0-9]{1,12}\b)"
         rb"[^\s\"'\\,;&<>\[]"
     ),
 )
@@ -284,7 +285,7 @@ CONFIG_SECRET_LINE = SubstitutionRule(
     name="config_secret_line",
     description="password/psk/secret/token/private-key settings in key=value, YAML or INI files",
     pattern=re.compile(
-        rb"(?i)^(\s*(?:-\s{1,10})?(?:[A-Za-z0-9_.\-]{0,60}(?:" + _SECRET_WORDS
+        rb"(?i)(?:^|(?<=[\s,;{]))(\s*(?:-\s{1,10})?(?:[A-Za-z0-9_.\-]{0,60}(?:" + _SECRET_WORDS
         + rb"|presharedkey|preshared-key|preshared_key)[A-Za-z0-9_.\-]{0,60}"
         rb"|private|shared|key)\s*[:=]\s*)(?!\[REDACTED\])" + _NOT_A_VALUE + rb"(\S[^\r\n]*)"
     ),
@@ -499,7 +500,7 @@ class Redactor:
 
     def _sniff(self, head: bytes) -> None:
         if _DER_HEAD.match(head) and (_DER_SIGNATURE.search(head, 0, 64)
-                                      or head[:1] == b"\x30" and head[1:2] >= b"\x81"):
+                                      or (head[:1] == b"\x30" and head[1:2] >= b"\x81")):
             self._whole = True
 
     def finish(self, *, keep_partial_line: bool = True) -> bytes:

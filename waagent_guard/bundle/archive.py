@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
-from waagent_guard.redact import DEFAULT_RULES, Rule, find_leaks
 from waagent_guard.errors import GuardError, InputError, SecretLeakError
+from waagent_guard.redact import DEFAULT_RULES, Rule, find_leaks
 from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)

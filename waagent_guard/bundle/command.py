@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional, TextIO
 from waagent_guard import __version__
 from waagent_guard.bundle.catalogue import DEFAULT_CATALOGUE, Catalogue
 from waagent_guard.bundle.plan import Plan, PlanOptions, make_plan
-from waagent_guard.redact import DEFAULT_RULES, Rule
 from waagent_guard.bundle.sources import CommandRunner, Opener, open_regular, run_command
 from waagent_guard.bundle.walk import list_files
 from waagent_guard.bundle.writer import BundleResult, BundleWriter, check_destination
 from waagent_guard.errors import UsageError, WriteError
+from waagent_guard.redact import DEFAULT_RULES, Rule
 from waagent_guard.sysroot import (
     AGENT_UNIT_NAMES,
     DEFAULT_EXTENSION_LOG_DIR,

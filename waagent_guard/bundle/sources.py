@@ -30,6 +30,8 @@ from typing import BinaryIO, Callable, Optional, Union, cast
 
 from waagent_guard.bundle.catalogue import NEVER_COLLECT, SECRET_REASON
 from waagent_guard.bundle.plan import CommandEntry, FileEntry, ListingEntry, Skipped, is_secret
+from waagent_guard.bundle.walk import resolve_in_root
+from waagent_guard.errors import WriteError
 from waagent_guard.redact import (
     DEFAULT_MAX_LINE_BYTES,
     DEFAULT_RULES,
@@ -38,8 +40,6 @@ from waagent_guard.redact import (
     Redactor,
     Rule,
 )
-from waagent_guard.bundle.walk import resolve_in_root
-from waagent_guard.errors import WriteError
 from waagent_guard.service.runner import CommandOutcome as CommandOutcome
 from waagent_guard.service.runner import run_command as run_command
 from waagent_guard.sysroot import Sysroot

@@ -27,7 +27,6 @@ from typing import Any, BinaryIO, Callable, Optional
 
 from waagent_guard.bundle.archive import MANIFEST_NAME, verify_archive
 from waagent_guard.bundle.plan import Plan, Skipped
-from waagent_guard.redact import DEFAULT_MAX_LINE_BYTES, DEFAULT_RULES, Rule
 from waagent_guard.bundle.sources import (
     CommandRunner,
     MemberSink,
@@ -38,6 +37,7 @@ from waagent_guard.bundle.sources import (
 )
 from waagent_guard.errors import WriteError
 from waagent_guard.fsutil import fsync_directory
+from waagent_guard.redact import DEFAULT_MAX_LINE_BYTES, DEFAULT_RULES, Rule
 from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)
