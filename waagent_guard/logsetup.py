@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Optional, TextIO, Union
 
 from waagent_guard.errors import ConfigError
+from waagent_guard.redact import RedactingFilter
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def configure_cli_logging(*, debug: bool = False) -> None:
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("waagent-guard: %(levelname)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
 
@@ -145,6 +147,7 @@ def configure_daemon_logging(
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
+    handler.addFilter(RedactingFilter())  # no secret in a log or journal line (issue 13)
     root.addHandler(handler)
     root.setLevel(numeric_level)
     return handler

@@ -127,7 +127,7 @@ def test_the_guards_own_status_runs_as_a_real_subprocess(tmp_path: Path) -> None
 def test_agent_paths_units_and_host_name_come_from_the_tree(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/waagent.conf").write_text(
-        "Lib.Dir=/data/waagent\nExtension.LogDir=/data/logs\n"
+        "Lib.Dir=/data/waagent\nExtension.LogDir=/var/log/custom\n"
     )
     (tmp_path / "etc/hostname").write_text("my host!\n")
     (tmp_path / "usr/lib/systemd/system").mkdir(parents=True)
@@ -136,7 +136,7 @@ def test_agent_paths_units_and_host_name_come_from_the_tree(tmp_path: Path) -> N
     paths = read_agent_paths(sysroot)
     assert (paths.lib_dir, paths.extension_log_dir, paths.problem) == (
         "/data/waagent",
-        "/data/logs",
+        "/var/log/custom",
         None,
     )
     assert agent_units(sysroot) == ("waagent.service",)

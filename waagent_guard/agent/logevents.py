@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Optional
 
+from waagent_guard.redact import redact_text
+
 if TYPE_CHECKING:
     from waagent_guard.agent.log import LogRecord
 
@@ -177,7 +179,6 @@ EVENT_CATALOGUE: tuple[EventPattern, ...] = (
     ),
 )
 
-_SAS_QUERY = re.compile(r"(?i)(https?://[^\s?#'\"<>]+)\?[^\s'\"<>]*\bsig=[^\s'\"<>]*")
 _DAEMON_VERSION = re.compile(r"Azure Linux Agent Version:\s*(\S+)")
 _GOAL_STATE_VERSION = re.compile(
     r"Azure Linux Agent \(Goal State Agent version ([^)\s]+)\)"
@@ -186,8 +187,8 @@ _GOAL_STATE_VERSION = re.compile(
 
 
 def redact_sas(text: str) -> str:
-    """Remove the query of every URL whose query carries a SAS signature (`sig=`)."""
-    return _SAS_QUERY.sub(r"\1?[REDACTED]", text)
+    """Every secret form out of a log line: the one redaction (`waagent_guard.redact`)."""
+    return redact_text(text)
 
 
 def _iso(moment: Optional[datetime]) -> Optional[str]:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
-from waagent_guard.bundle.redact import DEFAULT_RULES, Rule, find_leaks
 from waagent_guard.errors import GuardError, InputError, SecretLeakError
+from waagent_guard.redact import DEFAULT_RULES, Rule, find_leaks
 from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,9 @@ def _extract(path: Path, contents: BundleContents, max_total_bytes: int) -> None
         raise InputError(f"{path}: no such bundle; pass the archive `waagent-guard bundle` "
                          "wrote") from error
     except (tarfile.TarError, OSError) as error:
-        raise InputError(f"{path}: not a bundle archive (tar.gz or tar.xz): {error}") from error
+        first = (str(error).splitlines() or [type(error).__name__])[0].rstrip(":")
+        raise InputError(f"{path}: not a bundle archive (tar.gz or tar.xz): {first}; "
+                         "pass the archive `waagent-guard bundle` wrote") from error
     with archive:
         try:
             for member in archive:

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
-from waagent_guard.bundle.redact import DEFAULT_RULES, Rule
+from waagent_guard.redact import DEFAULT_RULES, Rule
 from waagent_guard.sysroot import AGENT_UNIT_NAMES, DHCP_LEASE_GLOBS, UNIT_DIRS, WAAGENT_LOG
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,12 @@ def _unit_globs(names: tuple[str, ...]) -> tuple[str, ...]:
 NEVER_COLLECT = (
     "*.prv", "*.pem", "*.crt", "*.p7m", "Certificates.*", "TransportPrivate.pem", "CustomData",
     "*.key", "*.pfx", "*.p12",
+    # Issue 14 item 2: password databases, SSH keys and certificate stores under any
+    # name we can know; content rules (waagent_guard.redact) catch the renamed ones.
+    "shadow", "shadow-", "gshadow", "gshadow-", "*.shadow", "ssh_host_*_key", "id_rsa",
+    "id_dsa", "id_ecdsa", "id_ed25519", "id_ecdsa_sk", "id_ed25519_sk", "*.ppk", "*.jks",
+    "*.keystore", "*.p7b", "*.p7c", "*.p7s", "*.der", "*.cer", "*.pkcs12", "*.p8", "*.pk8",
+    "*.kdbx", "*.gpg", "*.asc",
 )
 
 _FILES = (

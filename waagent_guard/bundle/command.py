@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import posixpath
 import re
 import socket
 import sys
@@ -22,11 +23,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional, TextIO
 from waagent_guard import __version__
 from waagent_guard.bundle.catalogue import DEFAULT_CATALOGUE, Catalogue
 from waagent_guard.bundle.plan import Plan, PlanOptions, make_plan
-from waagent_guard.bundle.redact import DEFAULT_RULES, Rule
 from waagent_guard.bundle.sources import CommandRunner, Opener, open_regular, run_command
 from waagent_guard.bundle.walk import list_files
-from waagent_guard.bundle.writer import BundleResult, BundleWriter
+from waagent_guard.bundle.writer import BundleResult, BundleWriter, check_destination
 from waagent_guard.errors import UsageError, WriteError
+from waagent_guard.redact import DEFAULT_RULES, Rule
 from waagent_guard.sysroot import (
     AGENT_UNIT_NAMES,
     DEFAULT_EXTENSION_LOG_DIR,
@@ -73,12 +74,48 @@ def read_agent_paths(sysroot: Sysroot, agent_conf: Optional[str] = None) -> Agen
         from waagent_guard.agent.conf import agent_config, conf_path, load_conf
 
         config = agent_config(load_conf(conf_path(sysroot, agent_conf)))
-        return AgentPaths(config.lib_dir or DEFAULT_LIB_DIR,
-                          config.extension_log_dir or DEFAULT_EXTENSION_LOG_DIR)
     except Exception as error:  # a support bundle must survive a broken config reader
         log.warning("bundle: using the agent's default directories: %s", error)
         return AgentPaths(DEFAULT_LIB_DIR, DEFAULT_EXTENSION_LOG_DIR,
                           f"waagent.conf not usable ({error}); used the agent's defaults")
+    problems: list[str] = []
+    lib_dir = _confined(config.lib_dir, "Lib.Dir", DEFAULT_LIB_DIR, problems)
+    log_dir = _confined(config.extension_log_dir, "Extension.LogDir",
+                        DEFAULT_EXTENSION_LOG_DIR, problems)
+    return AgentPaths(lib_dir, log_dir, "; ".join(problems) or None)
+
+
+LOG_DIR_PARENT = "/var/log/"
+# Lib.Dir may live elsewhere on some images, but never in or below these.
+FORBIDDEN_LIB_DIRS = ("/etc", "/root", "/home", "/boot", "/proc", "/sys", "/dev", "/run",
+                      "/usr", "/bin", "/sbin", "/lib", "/lib64", "/tmp", "/var/tmp")
+SYSTEM_DIRS = ("/", "/var", "/var/lib", "/var/log", "/opt", "/srv", "/mnt", "/media")
+
+
+def _confined(value: Optional[str], key: str, default: str, problems: list[str]) -> str:
+    """A directory read from the guest's waagent.conf, kept only where it cannot widen.
+
+    The path comes from a file on the guest: `Extension.LogDir=/etc` would make
+    `{extension_log_dir}/**` collect /etc/shadow (issue 14 item 2). Extension.LogDir
+    must lie below /var/log; Lib.Dir (whose globs are narrow) anywhere but a system
+    directory. Anything else is replaced by the agent's default, and the manifest says so.
+    """
+    if not value:
+        return default
+    normal = posixpath.normpath(value)
+    if key == "Extension.LogDir":
+        allowed = normal.startswith(LOG_DIR_PARENT)
+        where = f"below {LOG_DIR_PARENT}"
+    else:
+        allowed = normal.startswith("/") and normal not in SYSTEM_DIRS and not any(
+            normal == forbidden or normal.startswith(forbidden + "/")
+            for forbidden in FORBIDDEN_LIB_DIRS)
+        where = "outside system directories"
+    if allowed and "\x00" not in normal:
+        return normal
+    problems.append(f"waagent.conf {key}={value} is not {where}; collected {default} "
+                    "instead (a guest file never widens what a bundle collects)")
+    return default
 
 
 def agent_units(sysroot: Sysroot) -> tuple[str, ...]:
@@ -194,8 +231,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
             raise UsageError("-o -: stdout cannot take binary data here; pass -o FILE")
     elif args.output:
         output = Path(args.output)
-        if output.is_dir():
-            raise UsageError(f"-o {args.output}: is a directory; pass a file name")
+        check_destination(output)
     request = BundleRequest(
         output=output, stream=stream, output_dir=settings.output_dir,
         since_seconds=args.since, full=bool(args.full), xz=bool(args.xz),

@@ -30,9 +30,16 @@ from typing import BinaryIO, Callable, Optional, Union, cast
 
 from waagent_guard.bundle.catalogue import NEVER_COLLECT, SECRET_REASON
 from waagent_guard.bundle.plan import CommandEntry, FileEntry, ListingEntry, Skipped, is_secret
-from waagent_guard.bundle.redact import DEFAULT_MAX_LINE_BYTES, DEFAULT_RULES, Redactor, Rule
 from waagent_guard.bundle.walk import resolve_in_root
 from waagent_guard.errors import WriteError
+from waagent_guard.redact import (
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_RULES,
+    MARKER,
+    WHOLE_FILE_RULE,
+    Redactor,
+    Rule,
+)
 from waagent_guard.service.runner import CommandOutcome as CommandOutcome
 from waagent_guard.service.runner import run_command as run_command
 from waagent_guard.sysroot import Sysroot
@@ -229,8 +236,24 @@ class SourceReader:
 
     def _collected(self, entry: FileEntry, member: str, sink: MemberSink, redactor: Redactor,
                    truncated: bool, notes: list[str]) -> Collected:
-        return Collected(member, entry.source, "file", sink, truncated, dict(redactor.counts),
-                         entry.mtime, notes)
+        sink, counts = self._checked(sink, redactor, notes)
+        return Collected(member, entry.source, "file", sink, truncated, counts, entry.mtime, notes)
+
+    def _checked(self, sink: MemberSink, redactor: Redactor,
+                 notes: list[str]) -> tuple[MemberSink, dict[str, int]]:
+        """The member, or a one-line stand-in when a secret survived its line redaction.
+
+        A mutated ovf-env.xml or *.settings can defeat the line rules; the file is then
+        redacted as a whole (and says so) instead of failing the whole support set.
+        """
+        if redactor.leaked is None:
+            return sink, dict(redactor.counts)
+        sink.close()
+        whole = MemberSink(self.spool_dir)
+        whole.write(MARKER[:-1] + f": whole file, a {redactor.leaked} secret survived "
+                    "line redaction]\n".encode())
+        notes.append(f"redacted as a whole: a {redactor.leaked} secret survived line redaction")
+        return whole, {WHOLE_FILE_RULE: 1}
 
     def _plain(self, entry: FileEntry, fd: int, size: int, cap: int) -> Result:
         truncated = size > cap
@@ -347,12 +370,13 @@ class SourceReader:
                 sink.close()
                 raise
         notes = [f"exit status {outcome.returncode}"]
+        sink, counts = self._checked(sink, redactor, notes)
         if entry.line_filter:
             notes.append(f"only lines matching {entry.line_filter}")
         if truncated:
             notes.append(f"kept the tail {cap} of {size} bytes")
-        yield Collected(entry.member, source, "command", sink, truncated,
-                        dict(redactor.counts), time.time(), notes)
+        yield Collected(entry.member, source, "command", sink, truncated, counts, time.time(),
+                        notes)
         if stderr:
             yield self._bytes_member(entry.member.removesuffix(".txt") + ".stderr.txt",
                                      f"{source} (stderr)", "command", stderr,
@@ -376,8 +400,8 @@ class SourceReader:
         except BaseException:
             sink.close()
             raise
-        return Collected(member, source, kind, sink, truncated, dict(redactor.counts),
-                         time.time(), notes)
+        sink, counts = self._checked(sink, redactor, notes)
+        return Collected(member, source, kind, sink, truncated, counts, time.time(), notes)
 
 
 def _gunzip(fd: int, limit: int) -> gzip.GzipFile:

@@ -15,6 +15,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import tarfile
 import tempfile
 import time
@@ -26,7 +27,6 @@ from typing import Any, BinaryIO, Callable, Optional
 
 from waagent_guard.bundle.archive import MANIFEST_NAME, verify_archive
 from waagent_guard.bundle.plan import Plan, Skipped
-from waagent_guard.bundle.redact import DEFAULT_MAX_LINE_BYTES, DEFAULT_RULES, Rule
 from waagent_guard.bundle.sources import (
     CommandRunner,
     MemberSink,
@@ -37,6 +37,7 @@ from waagent_guard.bundle.sources import (
 )
 from waagent_guard.errors import WriteError
 from waagent_guard.fsutil import fsync_directory
+from waagent_guard.redact import DEFAULT_MAX_LINE_BYTES, DEFAULT_RULES, Rule
 from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,24 @@ MANIFEST_FORMAT = "waagent-guard-bundle/1"
 MIN_MEMBER_BUDGET = 4096
 TOTAL_CAP_REASON = "total size cap reached (--max-total-size / bundle.max_total_bytes)"
 _COPY_CHUNK = 1024 * 1024
+
+
+def check_destination(destination: Path) -> None:
+    """`-o PATH` must be absent or a regular file: never replace a device, FIFO, link..."""
+    try:
+        mode = os.lstat(destination).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise WriteError(f"-o {destination}: cannot check the output path: {error.strerror}; "
+                         "pass a new file name") from error
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a symlink" if stat.S_ISLNK(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    raise WriteError(f"-o {destination}: is {kind}; bundle writes only a new or a regular "
+                     "file: pass a file name")
 
 
 @dataclass
@@ -75,6 +94,8 @@ class BundleWriter:
         if (destination is None) == (stream is None):
             raise ValueError("pass exactly one of destination and stream")
         label = destination or Path(work_dir) / f"{top}.tar.{compression}"
+        if destination is not None:
+            check_destination(destination)
         try:
             fd, temp_name = tempfile.mkstemp(prefix=f".{top}.", suffix=".tmp", dir=work_dir)
         except OSError as error:
@@ -99,6 +120,7 @@ class BundleWriter:
                 temp.unlink()
                 return BundleResult(None, manifest, size)
             assert destination is not None
+            check_destination(destination)  # again: it may have been swapped meanwhile
             os.replace(temp, destination)
             fsync_directory(destination.parent)
             return BundleResult(destination, manifest, size)

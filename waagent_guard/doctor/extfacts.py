@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-from waagent_guard.agent.log import redact_sas
 from waagent_guard.observe import Observation
+from waagent_guard.redact import redact_text
 from waagent_guard.settings import Settings
 from waagent_guard.sysroot import VMSNAPSHOT_NAME, Sysroot
 
@@ -47,8 +47,8 @@ class StorageTarget:
 
 
 def scrub(text: str) -> str:
-    """Drop every URL query (SAS tokens) from a line before it is shown."""
-    return _URL_QUERY.sub(r"\1?[REDACTED]", redact_sas(text))
+    """Redact a line (`waagent_guard.redact`), then drop every URL query before it is shown."""
+    return _URL_QUERY.sub(r"\1?[REDACTED]", redact_text(text))
 
 
 def _tail(path: Path, limit: int) -> str:

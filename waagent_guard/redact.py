@@ -1,0 +1,808 @@
+"""Streaming redaction of secrets, and the scanner that proves none survived.
+
+The rules are data (`DEFAULT_RULES`): substitutions applied to each line, and
+blocks (PEM private keys, `<UserPassword>`/`<CustomData>` elements,
+`protectedSettings` objects) that may span lines. `Redactor` works line by line
+on bytes with bounded memory: a line longer than `max_line_bytes` is replaced
+by a marker as a whole (its content is only scanned for block tokens, so the
+block state stays right). A stream that starts mid-file (a kept tail) holds
+back a leading run of base64-looking lines until it knows they are not the
+body of a key whose header was cut off.
+
+`find_leaks` is the fail-closed check run over the finished archive: it looks
+for what must never appear (private-key headers, `sig=` values,
+non-redacted `protectedSettings`, `UserPassword`/`CustomData` content, secret
+JSON values), independently of which rules were enabled while writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Optional, Union
+
+log = logging.getLogger(__name__)
+
+MARKER = b"[REDACTED]"
+DEFAULT_MAX_LINE_BYTES = 1024 * 1024
+OVERLONG_RULE = "overlong_line"
+HOLDBACK_RULE = "orphan_secret_tail"
+WHOLE_FILE_RULE = "whole_file"
+_HOLDBACK_LIMIT_BYTES = 256 * 1024
+_SCAN_CHUNK = 64 * 1024
+_SCAN_OVERLAP = 1024  # longer than any leak pattern's match
+_OVERLONG_OVERLAP = 512  # longer than any block token
+
+Replacement = Union[bytes, Callable[["re.Match[bytes]"], bytes]]
+
+
+@dataclass(frozen=True)
+class SubstitutionRule:
+    """A pattern replaced within one line; `leak` is what the scanner must never find."""
+
+    name: str
+    description: str
+    pattern: re.Pattern[bytes]
+    replacement: Replacement
+    leak: Optional[re.Pattern[bytes]] = None
+
+
+@dataclass(frozen=True)
+class BlockRule:
+    """Content between `begin` and `end` (possibly lines apart) replaced by the marker.
+
+    With `keep_tokens` the begin and end tokens stay (`<UserPassword>[REDACTED]</UserPassword>`);
+    without, the whole block becomes `[REDACTED: <name>]`. With `json_value` the end is found by
+    bracket depth (a JSON object or array value) instead of the `end` pattern.
+    """
+
+    name: str
+    description: str
+    begin: re.Pattern[bytes]
+    end: re.Pattern[bytes]
+    keep_tokens: bool
+    leak: Optional[re.Pattern[bytes]] = None
+    json_value: bool = False
+    indented: bool = False  # ends at the first non-blank line indented no deeper than the begin
+    continues: Optional[re.Pattern[bytes]] = None  # stays open while whole lines match this
+
+
+Rule = Union[SubstitutionRule, BlockRule]
+
+# `sig=` at a parameter start: after a non-word byte, or after an encoded `&`/`?`
+# (\u0026, \u003f, %26, %3F, and their double-encoded %2526, %253F).
+_SIG = (rb"(?:(?<![A-Za-z0-9_])|(?<=u0026)|(?<=u003[fF])|(?<=%26)|(?<=%3[fF])|(?<=2526)"
+        rb"|(?<=253[fF]))sig(?:=|%3[Dd]|%253[Dd]|\\u003[dD])")
+_SECRET_WORDS = (rb"password|passwd|passphrase|pwd|secret|token|credential|connectionstring"
+                 rb"|signature|privatekey|private_key|private-key|apikey|api_key|psk"
+                 rb"|authorization|accountkey|sharedaccesskey|presharedkey|preshared_key"
+                 rb"|preshared-key")
+_SECRET_KEY_NAME = (
+    rb"[A-Za-z0-9_.\-]{0,60}(?:" + _SECRET_WORDS + rb")[A-Za-z0-9_.\-]{0,60}"
+    rb"|[A-Za-z0-9_.\-]{1,60}key|sig|private|shared"
+)
+_NOT_A_VALUE = rb"(?!(?:y|n|yes|no|true|false|none|null)\s*$)"
+
+
+def _drop_sas_query(match: re.Match[bytes]) -> bytes:
+    query = match.group(2)
+    if not re.search(_SIG, query, re.IGNORECASE):
+        return match.group(0)
+    # Keep a trailing run of backslashes: they escape the quote that closes a JSON string.
+    trailing = query[len(query.rstrip(b"\\")):]
+    return match.group(1) + b"?" + MARKER + trailing
+
+
+def _keep_group_one(match: re.Match[bytes]) -> bytes:
+    return match.group(1) + MARKER
+
+
+PEM_PRIVATE_KEY = BlockRule(
+    name="pem_private_key",
+    description="PEM and SSH2 private-key blocks (-----BEGIN ... PRIVATE KEY----- to -----END)",
+    begin=re.compile(rb"-{4,5} ?BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)? ?-{4,5}"),
+    end=re.compile(rb"-{4,5} ?END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)? ?-{4,5}"),
+    keep_tokens=False,
+    leak=re.compile(rb"-{4,5} ?(?:BEGIN|END) [A-Z0-9 ]{0,40}PRIVATE KEY"),
+)
+PEM_BLOCK = BlockRule(
+    name="pem_block",
+    description="every other PEM block: certificate stores, PKCS#7, CSRs, parameters",
+    begin=re.compile(rb"-----BEGIN [A-Z0-9 #]{1,40}-----"),
+    end=re.compile(rb"-----END [A-Z0-9 #]{1,40}-----"),
+    keep_tokens=False,
+    leak=re.compile(rb"-----(?:BEGIN|END) [A-Z0-9 #]{1,40}-----"),
+)
+PUTTY_PRIVATE_KEY = BlockRule(
+    name="putty_private_key",
+    description="PuTTY .ppk keys (PuTTY-User-Key-File-N: to the Private-MAC/Hash line)",
+    begin=re.compile(rb"PuTTY-User-Key-File-\d{1,3}:"),
+    end=re.compile(rb"Private-(?:MAC|Hash):[^\r\n]*"),
+    keep_tokens=False,
+    leak=re.compile(rb"PuTTY-User-Key-File-\d|Private-Lines:|Private-(?:MAC|Hash):\s*[^\s\[]"),
+)
+OVF_SECRET_ELEMENT = BlockRule(
+    name="ovf_secret_element",
+    description="ovf-env.xml <UserPassword> and <CustomData> content",
+    begin=re.compile(rb"(?i)<(?:\w{1,20}:)?(?:UserPassword|CustomData)(?:\s[^<>]{0,200})?(?<!/)>"),
+    end=re.compile(rb"(?i)</(?:\w{1,20}:)?(?:UserPassword|CustomData)\s{0,10}>"),
+    keep_tokens=True,
+    leak=re.compile(
+        rb"(?i)<(?:\w{1,20}:)?(?:UserPassword|CustomData)(?:\s[^<>]{0,200})?(?<!/)>"
+        rb"(?!\[REDACTED\])"
+        rb"|[A-Za-z0-9+/=]</(?:\w{1,20}:)?(?:UserPassword|CustomData)\s{0,10}>"
+    ),
+)
+PROTECTED_SETTINGS_OBJECT = BlockRule(
+    name="protected_settings",
+    description="protectedSettings values that are JSON objects or arrays (any case, &quot;)",
+    begin=re.compile(rb'(?i)(\\*"|&quot;)protectedSettings(?:\\*"|&quot;)\s{0,20}:\s{0,20}'
+                     rb"(?=[\[{])"),
+    end=re.compile(rb"(?!)"),
+    keep_tokens=True,
+    json_value=True,
+)
+CHPASSWD_BLOCK = BlockRule(
+    name="chpasswd",
+    description="cloud-init chpasswd: the rest of the line and the lines indented below it",
+    begin=re.compile(rb"(?i)chpasswd['\"]?\s{0,10}:"),
+    end=re.compile(rb"(?!)"),
+    keep_tokens=True,
+    leak=re.compile(rb"(?i)chpasswd['\"]?\s{0,10}:\s{0,10}(?!\[REDACTED\])(?![0-9]{1,12}\b)(?=\S)"),
+    indented=True,
+)
+BASE64_DER_RUN = BlockRule(
+    name="base64_der",
+    description="a line of base64 DER and the base64 lines that continue it (p7m, PFX, certs)",
+    begin=re.compile(rb"^\s*M[A-I][A-Za-z0-9+/]{62,}={0,2}\s*$"),
+    end=re.compile(rb"(?!)"),
+    keep_tokens=False,
+    continues=re.compile(rb"^\s*[A-Za-z0-9+/]{4,}={0,2}\s*$"),
+)
+SAS_URL = SubstitutionRule(
+    name="sas_url",
+    description="SAS query strings (kept: scheme, host, path; dropped: the query with sig=)",
+    pattern=re.compile(rb"(?i)\b(https?:(?:\\?/){2}[^\s?\"'<>]{1,4096}?)\?([^\s\"'<>]{0,16384})"),
+    replacement=_drop_sas_query,
+)
+SAS_SIGNATURE = SubstitutionRule(
+    name="sas_signature",
+    description="any remaining sig= value (escaped, URL-encoded or partial URLs)",
+    pattern=re.compile(b"(" + _SIG + rb")(?!\[REDACTED\])[^&\s\"'<>\\]+", re.IGNORECASE),
+    replacement=_keep_group_one,
+    leak=re.compile(_SIG + rb"(?!\[REDACTED\])[^&\s\"'<>\\]", re.IGNORECASE),
+)
+AUTHORIZATION = SubstitutionRule(
+    name="authorization",
+    description="Authorization header values and bearer tokens (plain, JSON, Python repr)",
+    pattern=re.compile(
+        rb"(?i)((?:\bauthorization(?:\\*[\"']|&quot;)?\s{0,20}[:=]\s{0,20}(?:\\*[\"']|&quot;)?"
+        rb"\s{0,20}(?:[A-Za-z\-]{1,30}\s{1,5})?|\bbearer\s{1,5}))(?!\[REDACTED\])(?![0-9]{1,12}\b)"
+        rb"[^\s\"'\\,;&<>]+"
+    ),
+    replacement=_keep_group_one,
+    leak=re.compile(
+        rb"(?i)(?:\bauthorization(?:\\*[\"']|&quot;)?\s{0,20}[:=]\s{0,20}(?:\\*[\"']|&quot;)?"
+        rb"\s{0,20}|\bbearer\s{1,5})(?!(?:[A-Za-z\-]{1,30}\s{1,5})?\[REDACTED\])(?![0-9]{1,12}\b)"
+        rb"[^\s\"'\\,;&<>\[]"
+    ),
+)
+PROTECTED_SETTINGS = SubstitutionRule(
+    name="protected_settings",
+    description='"protectedSettings" string values (any case)',
+    pattern=re.compile(
+        rb'(?i)((\\*)"protectedSettings\2"\s{0,20}:\s{0,20}\2")(?!\[REDACTED\]\2")'
+        rb'(?:[^"\\]|\\.)+?(?=\2")'
+    ),
+    replacement=_keep_group_one,
+    leak=re.compile(
+        rb'(?i)(\\*)"protectedSettings\1"\s{0,20}:\s{0,20}(?:\1"(?!\[REDACTED\]\1")(?!\1")|[\[{])'
+    ),
+)
+PROTECTED_SETTINGS_QUOT = SubstitutionRule(
+    name="protected_settings",
+    description="protectedSettings string values inside XML (&quot; escaping)",
+    pattern=re.compile(
+        rb"(?i)(&quot;protectedSettings&quot;\s{0,20}:\s{0,20}&quot;)(?!\[REDACTED\]&quot;)"
+        rb"(?:\\&quot;|\\[^&]|(?!&quot;)[^\\])+?(?=&quot;)"
+    ),
+    replacement=_keep_group_one,
+    leak=re.compile(rb"(?i)&quot;protectedSettings&quot;\s{0,20}:\s{0,20}"
+                    rb"(?:&quot;(?!\[REDACTED\]&quot;)(?!&quot;)|[\[{])"),
+)
+JSON_SECRET_VALUE = SubstitutionRule(
+    name="json_secret_value",
+    description="password/secret/token/key-like JSON values",
+    pattern=re.compile(
+        rb'(?i)((\\*)"(?:' + _SECRET_KEY_NAME + rb')\2"\s{0,20}:\s{0,20}\2")'
+        rb'(?!\[REDACTED\]\2")(?:[^"\\]|\\.)+?(?=\2")'
+    ),
+    replacement=_keep_group_one,
+    leak=re.compile(
+        rb'(?i)(\\*)"(?:' + _SECRET_KEY_NAME + rb')\1"\s{0,20}:\s{0,20}\1"'
+        rb'(?!\[REDACTED\]\1")(?!\1")'
+    ),
+)
+QUOTED_SECRET_VALUE = SubstitutionRule(
+    name="json_secret_value",
+    description="the same values in Python reprs ('k': 'v') and XML-escaped JSON (&quot;)",
+    pattern=re.compile(
+        rb"(?i)('(?:" + _SECRET_KEY_NAME + rb")'\s{0,20}:\s{0,20}')(?!\[REDACTED\]')[^']+"
+        rb"|(&quot;(?:" + _SECRET_KEY_NAME + rb")&quot;\s{0,20}:\s{0,20}&quot;)"
+        rb"(?!\[REDACTED\]&quot;)(?:(?!&quot;).)+"
+    ),
+    replacement=lambda match: (match.group(1) or match.group(2)) + MARKER,
+    leak=re.compile(
+        rb"(?i)'(?:" + _SECRET_KEY_NAME + rb")'\s{0,20}:\s{0,20}'(?!\[REDACTED\]')(?!')"
+        rb"|&quot;(?:" + _SECRET_KEY_NAME + rb")&quot;\s{0,20}:\s{0,20}&quot;"
+        rb"(?!\[REDACTED\]&quot;)(?!&quot;)"
+    ),
+)
+URL_CREDENTIALS = SubstitutionRule(
+    name="url_credentials",
+    description="user:password@ in URLs and proxy settings (with or without a scheme)",
+    pattern=re.compile(
+        rb"(?i)((?:\b[a-z][a-z0-9+.\-]{0,20}://|(?<![A-Za-z0-9_.%:/\\\-]))"
+        rb"[A-Za-z0-9_.%\-]{1,200}:)(?!\[REDACTED\]@)[^/\s\"'<>]{0,200}@(?=[A-Za-z0-9\[])"
+    ),
+    replacement=lambda match: match.group(1) + MARKER + b"@",
+    leak=re.compile(
+        rb"(?i)(?:\b[a-z][a-z0-9+.\-]{0,20}://|(?<![A-Za-z0-9_.%:/\\\-]))[A-Za-z0-9_.%\-]{1,200}:"
+        rb"(?!\[REDACTED\]@)[^/\s\"'<>\[]{1,200}@(?=[A-Za-z0-9\[])"
+    ),
+)
+PASSWORD_HASH = SubstitutionRule(
+    name="password_hash",
+    description="crypt(3) password hashes ($1$, $2b$, $5$, $6$, $y$, argon2)",
+    pattern=re.compile(rb"(?<![A-Za-z0-9$])\$(?:1|2[abxy]?|5|6|7|y|gy|argon2(?:id|i|d)?|sha1|md5)"
+                       rb"\$(?!\[REDACTED\])[^\s\"'<>,;]{4,}"),
+    replacement=MARKER,
+    leak=re.compile(rb"(?<![A-Za-z0-9$])\$(?:1|2[abxy]?|5|6|7|y|gy|argon2(?:id|i|d)?|sha1|md5)"
+                    rb"\$(?!\[REDACTED\])[^\s\"'<>,;]{4,}"),
+)
+INLINE_SECRET_ASSIGNMENT = SubstitutionRule(
+    name="secret_assignment",
+    description="NAME=value anywhere in a line when NAME is secret-like (connection strings, env)",
+    pattern=re.compile(
+        rb"(?i)((?:" + _SECRET_WORDS + rb")[A-Za-z0-9_.\-]{0,30}\s{0,5}=\s{0,5})"
+        rb"(?!\[REDACTED\])(?!(?:y|n|yes|no|true|false|none)(?:[\s;\"',&]|$))[^;\s\"'<>&\\,]+"
+    ),
+    replacement=_keep_group_one,
+)
+SYSTEMD_ENVIRONMENT = SubstitutionRule(
+    name="secret_assignment",
+    description="Environment= lines of units and drop-ins that set anything secret-like",
+    pattern=re.compile(
+        rb"(?i)^(\s*Environment\s*=\s*)(?!\[REDACTED\])"
+        rb"(?=[^\r\n]*(?:" + _SECRET_WORDS + rb"|key))[^\r\n]+"
+    ),
+    replacement=_keep_group_one,
+)
+CONFIG_SECRET_LINE = SubstitutionRule(
+    name="config_secret_line",
+    description="password/psk/secret/token/private-key settings in key=value, YAML or INI files",
+    pattern=re.compile(
+        rb"(?i)(?:^|(?<=[\s,;{]))(\s*(?:-\s{1,10})?(?:[A-Za-z0-9_.\-]{0,60}(?:" + _SECRET_WORDS
+        + rb"|presharedkey|preshared-key|preshared_key)[A-Za-z0-9_.\-]{0,60}"
+        rb"|private|shared|key)\s*[:=]\s*)(?!\[REDACTED\])" + _NOT_A_VALUE + rb"(\S[^\r\n]*)"
+    ),
+    replacement=_keep_group_one,
+    leak=re.compile(
+        rb"(?i)^\s*(?:-\s{1,10})?(?:[A-Za-z0-9_.\-]{0,60}(?:password|passwd|secret|psk"
+        rb"|privatekey|private-key|private_key|presharedkey)[A-Za-z0-9_.\-]{0,60}|private|shared)"
+        rb"\s*[:=]\s*(?!\[REDACTED\])" + _NOT_A_VALUE + rb"(?![\"'{\[]|&quot;)\S",
+        re.MULTILINE,
+    ),
+)
+BASE64_DER = SubstitutionRule(
+    name="base64_der",
+    description="base64 DER (certificates, keys, PKCS#7/#12 stores) of 64+ characters",
+    pattern=re.compile(rb"(?<![A-Za-z0-9+/])M[A-I][A-Za-z0-9+/]{62,}={0,2}"),
+    replacement=MARKER,
+    leak=re.compile(rb"(?<![A-Za-z0-9+/])M[A-I][A-Za-z0-9+/]{62,}"),
+)
+
+DEFAULT_RULES: tuple[Rule, ...] = (
+    PEM_PRIVATE_KEY,
+    PEM_BLOCK,
+    PUTTY_PRIVATE_KEY,
+    OVF_SECRET_ELEMENT,
+    PROTECTED_SETTINGS_OBJECT,
+    CHPASSWD_BLOCK,
+    BASE64_DER_RUN,
+    SAS_URL,
+    SAS_SIGNATURE,
+    AUTHORIZATION,
+    PROTECTED_SETTINGS,
+    PROTECTED_SETTINGS_QUOT,
+    JSON_SECRET_VALUE,
+    QUOTED_SECRET_VALUE,
+    URL_CREDENTIALS,
+    PASSWORD_HASH,
+    SYSTEMD_ENVIRONMENT,
+    INLINE_SECRET_ASSIGNMENT,
+    CONFIG_SECRET_LINE,
+    BASE64_DER,
+)
+
+# Binary key/certificate material, recognised by its bytes: an ASN.1 OID of the
+# RSA/PKCS (1.2.840.113549), EC (1.2.840.10045), Edwards (1.3.101.11x), SEC
+# (1.3.132) or NIST (2.16.840) arcs, or a version INTEGER followed by a key field
+# (PKCS#1, SEC1, PKCS#12). Control bytes like these never occur in text.
+DER_RULE = "der_material"
+_DER_SIGNATURE = re.compile(
+    rb"\x06[\x03-\x0b](?:\x2a\x86\x48|\x2b\x65[\x6e-\x71]|\x2b\x81\x04|\x60\x86\x48)"
+    rb"|\x02\x01[\x00-\x03][\x02\x04\x30]"
+)
+_DER_HEAD = re.compile(rb"\x30[\x81-\x84]|\x30[\x00-\x7f]\x02\x01[\x00-\x03]")
+
+# The gate: every rule above (and every leak pattern) can only match a line that
+# contains one of these lower-cased literals or a 64-character base64 DER run. Literal
+# searches (`bytes.find`) over a whole chunk run at memory speed, so lines without
+# any of them are copied untouched and only the few others meet the rules.
+GATE_WORDS: tuple[bytes, ...] = (
+    b"sig", b"pass", b"pwd", b"secret", b"token", b"cred", b"key", b"protected",
+    b"customdata", b"psk", b"bearer", b"authoriz", b"private", b"shared",
+    b"connectionstring", b"@", b"----", b"$", b"\x06", b"\x02\x01",
+)
+_GATE_BASE64 = re.compile(rb"M[A-I][A-Za-z0-9+/]{62}")
+
+
+def gate_hits(data: bytes, start: int = 0, end: Optional[int] = None) -> list[int]:
+    """Sorted offsets in data[start:end] where a gate literal (or base64 DER run) starts."""
+    end = len(data) if end is None else end
+    lowered = data[start:end].lower()
+    hits: list[int] = []
+    for word in GATE_WORDS:
+        index = lowered.find(word)
+        while index >= 0:
+            hits.append(start + index)
+            index = lowered.find(word, index + len(word))
+    hits += [match.start() for match in _GATE_BASE64.finditer(data, start, end)]
+    hits.sort()
+    return hits
+
+
+def gate_matches(line: bytes) -> bool:
+    lowered = line.lower()
+    return any(word in lowered for word in GATE_WORDS) or bool(_GATE_BASE64.search(line))
+
+
+_BASE64_LINE = re.compile(rb"^\s*[A-Za-z0-9+/=]*\s*$")
+
+
+def _json_value_end(data: bytes, state: list[int]) -> Optional[int]:
+    """Index just past the JSON value whose scan state is [depth, in_string, escaped]."""
+    depth, in_string, escaped = state
+    for index, byte in enumerate(data):
+        if in_string:
+            if escaped:
+                escaped = 0
+            elif byte == 0x5C:  # backslash
+                escaped = 1
+            elif byte == 0x22:
+                in_string = 0
+        elif byte == 0x22:
+            in_string = 1
+        elif byte in (0x7B, 0x5B):
+            depth += 1
+        elif byte in (0x7D, 0x5D):
+            depth -= 1
+            if depth <= 0:
+                state[:] = [0, 0, 0]
+                return index + 1
+    state[:] = [depth, in_string, escaped]
+    return None
+
+
+class Redactor:
+    """Feed bytes, get redacted bytes back; `counts` says how many of each rule fired.
+
+    Fast path: while no block is open, whole runs of complete lines are searched once
+    with `GATE_WORDS`; only the lines it matches go through the rules (and are re-checked
+    with the leak patterns: `leaked` names the first rule whose secret survived, so a
+    caller can drop the whole member instead of failing the whole bundle).
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[Rule] = DEFAULT_RULES,
+        *,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        starts_mid_stream: bool = False,
+        leak_rules: Optional[Sequence[Rule]] = None,
+    ) -> None:
+        self.blocks = tuple(rule for rule in rules if isinstance(rule, BlockRule))
+        self.substitutions = tuple(rule for rule in rules if isinstance(rule, SubstitutionRule))
+        self.leaks = leak_patterns(rules if leak_rules is None else leak_rules)
+        self.max_line_bytes = max_line_bytes
+        self.counts: Counter[str] = Counter()
+        self.leaked: Optional[str] = None
+        self._partial = bytearray()
+        self._overlong = False
+        self._overlong_tail = b""
+        self._overlong_last: Optional[tuple[str, Optional[BlockRule]]] = None
+        self._active: Optional[BlockRule] = None
+        self._indent = 0
+        self._json_state = [0, 0, 0]
+        self._holding = starts_mid_stream
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._held_overflow = False
+        self._head: Optional[bytearray] = None if starts_mid_stream else bytearray()
+        self._binary = False  # inside DER material: drop lines until text resumes
+        self._whole = False  # the stream is key/certificate material: drop everything
+
+    def feed(self, data: bytes) -> bytes:
+        if self._head is not None:
+            self._head += data
+            if len(self._head) < 16:
+                return b""
+            data = bytes(self._head)
+            self._head = None
+            self._sniff(data)
+        if self._whole:
+            return b""
+        out: list[bytes] = []
+        start = 0
+        size = len(data)
+        while start < size:
+            if self._fast():
+                last = data.rfind(b"\n", start, start + self.max_line_bytes)
+                if last >= 0:
+                    start = self._fast_region(data, start, last + 1, out)
+                    continue
+            newline = data.find(b"\n", start)
+            end = size if newline < 0 else newline + 1
+            piece = data[start:end]
+            start = end
+            if self._overlong:
+                self._scan_overlong(piece)
+                if newline >= 0:
+                    out.append(self._finish_overlong())
+                continue
+            if len(self._partial) + len(piece) > self.max_line_bytes:
+                self._overlong = True
+                self._scan_overlong(bytes(self._partial) + piece)
+                self._partial.clear()
+                if newline >= 0:
+                    out.append(self._finish_overlong())
+                continue
+            self._partial += piece
+            if newline >= 0:
+                line = bytes(self._partial)
+                self._partial.clear()
+                out.append(self._line(line))
+        return b"".join(out)
+
+    def _fast(self) -> bool:
+        return not (self._partial or self._overlong or self._active is not None
+                    or self._holding or self._binary)
+
+    def _fast_region(self, data: bytes, start: int, end: int, out: list[bytes]) -> int:
+        """Copy lines the gate does not match; run the rules on those it does."""
+        position = start
+        for hit in gate_hits(data, start, end):
+            if hit < position:
+                continue
+            line_start = max(data.rfind(b"\n", start, hit) + 1, position)
+            line_end = data.find(b"\n", hit, end) + 1
+            out.append(data[position:line_start])
+            out.append(self._redact_line(data[line_start:line_end]))
+            position = line_end
+            if not self._fast():
+                return position
+        out.append(data[position:end])
+        return end
+
+    def _sniff(self, head: bytes) -> None:
+        if _DER_HEAD.match(head) and (_DER_SIGNATURE.search(head, 0, 64)
+                                      or (head[:1] == b"\x30" and head[1:2] >= b"\x81")):
+            self._whole = True
+
+    def finish(self, *, keep_partial_line: bool = True) -> bytes:
+        """Flush the last line (no newline) and anything held back.
+
+        `keep_partial_line=False` drops a last line cut by a size cap: a secret cut in half
+        would no longer match the rules that redact it.
+        """
+        if self._head is not None:
+            head = bytes(self._head)
+            self._head = None
+            self._sniff(head)
+            if not self._whole:
+                return self.feed(head) + self.finish(keep_partial_line=keep_partial_line)
+        if self._whole:
+            self._whole = False
+            self._partial.clear()
+            self.counts[DER_RULE] += 1
+            return MARKER[:-1] + b": " + DER_RULE.encode() + b", whole file]\n"
+        out: list[bytes] = []
+        if self._overlong:
+            out.append(self._finish_overlong())
+        elif self._partial and not keep_partial_line:
+            self._partial.clear()
+        elif self._partial:
+            line = bytes(self._partial)
+            self._partial.clear()
+            out.append(self._line(line))
+        if self._held:
+            out.append(b"".join(self._held))
+            self._held.clear()
+        return b"".join(out)
+
+    # --- over-long lines: replaced whole; scanned only to keep the block state right
+    def _scan_overlong(self, piece: bytes) -> None:
+        window = self._overlong_tail + piece
+        events: list[tuple[int, str, Optional[BlockRule]]] = []
+        for rule in self.blocks:
+            if rule.json_value or rule.indented or rule.continues is not None:
+                continue
+            events += [(m.start(), "begin", rule) for m in rule.begin.finditer(window)]
+            events += [(m.start(), "end", None) for m in rule.end.finditer(window)]
+        if events:
+            _, kind, last_rule = max(events, key=lambda event: event[0])
+            self._overlong_last = (kind, last_rule)
+        self._overlong_tail = window[-_OVERLONG_OVERLAP:]
+
+    def _finish_overlong(self) -> bytes:
+        if self._overlong_last is not None:
+            kind, rule = self._overlong_last
+            self._active = rule if kind == "begin" else None
+        self._overlong = False
+        self._overlong_tail = b""
+        self._overlong_last = None
+        self._stop_holding()
+        self.counts[OVERLONG_RULE] += 1
+        return MARKER[:-1] + f": line longer than {self.max_line_bytes} bytes]\n".encode()
+
+    # --- ordinary lines
+    def _line(self, line: bytes) -> bytes:
+        if self._binary:
+            if _looks_binary(line):
+                return b""
+            self._binary = False
+        if self._holding:
+            return self._held_line(line)
+        return self._redact_line(line)
+
+    def _held_line(self, line: bytes) -> bytes:
+        closing = [m for rule in self.blocks
+                   if not (rule.json_value or rule.indented or rule.continues is not None)
+                   for m in [rule.end.search(line)] if m is not None]
+        if closing:
+            cut = min(closing, key=lambda match: match.start())
+            self._stop_holding()
+            self.counts[HOLDBACK_RULE] += 1
+            return MARKER + self._redact_line(line[cut.end():])
+        if _BASE64_LINE.match(line):
+            if self._held_overflow:
+                return b""
+            if self._held_bytes + len(line) <= _HOLDBACK_LIMIT_BYTES:
+                self._held.append(line)
+                self._held_bytes += len(line)
+                return b""
+            # A base64 run longer than any key we know: dropped until it ends.
+            self._held_overflow = True
+            self._held.clear()
+            self.counts[HOLDBACK_RULE] += 1
+            return MARKER + b"\n"
+        held = b"".join(self._held)
+        self._stop_holding()
+        return held + self._redact_line(line)
+
+    def _stop_holding(self) -> None:
+        self._holding = False
+        self._held_overflow = False
+        self._held.clear()
+        self._held_bytes = 0
+
+    def _redact_line(self, line: bytes) -> bytes:
+        if self._active is not None and self._active.indented:
+            stripped = line.strip()
+            indent = len(line) - len(line.lstrip(b" \t-"))
+            if not stripped or indent > self._indent:
+                return b""
+            self._active = None
+        elif self._active is not None and self._active.continues is not None:
+            if self._active.continues.match(line):
+                return b""
+            self._active = None
+        if _DER_SIGNATURE.search(line):
+            self._binary = True
+            self.counts[DER_RULE] += 1
+            return MARKER[:-1] + b": " + DER_RULE.encode() + b"]\n"
+        out: list[bytes] = []
+        rest = line
+        while rest:
+            if self._active is not None:
+                end = self._block_end(self._active, rest)
+                if end is None:
+                    rest = b""
+                    break
+                token_start, token_end = end
+                if self._active.keep_tokens:
+                    out.append(rest[token_start:token_end])
+                rest = rest[token_end:]
+                self._active = None
+                continue
+            found = [(m, rule) for rule in self.blocks for m in [rule.begin.search(rest)]
+                     if m is not None]
+            if not found:
+                out.append(rest)
+                break
+            match, rule = min(found, key=lambda pair: pair[0].start())
+            out.append(rest[:match.start()])
+            self.counts[rule.name] += 1
+            if rule.continues is not None:
+                out.append(MARKER[:-1] + b": " + rule.name.encode() + b"]"
+                           + line[len(line.rstrip(b"\r\n")):])
+                self._active = rule
+                rest = b""
+                break
+            if rule.indented:
+                out.append(match.group(0) + b" " + MARKER + line[len(line.rstrip(b"\r\n")):])
+                self._indent = len(line) - len(line.lstrip(b" \t-"))
+                self._active = rule if not rest[:match.start()].strip(b" \t-") else None
+                rest = b""
+                break
+            if rule.keep_tokens:
+                quote = match.group(1) if rule.json_value else b""
+                out.append(match.group(0) + quote + MARKER + quote)
+            else:
+                out.append(MARKER[:-1] + b": " + rule.name.encode() + b"]")
+            rest = rest[match.end():]
+            self._active = rule
+            self._json_state = [0, 0, 0]
+        text = b"".join(out)
+        if not text:
+            return b""
+        for substitution in self.substitutions:
+            text, count = self._substitute(substitution, text)
+            if count:
+                self.counts[substitution.name] += count
+        if self.leaked is None and gate_matches(text):
+            for name, pattern in self.leaks:
+                if pattern.search(text):
+                    self.leaked = name
+                    break
+        return text
+
+    def _block_end(self, rule: BlockRule, data: bytes) -> Optional[tuple[int, int]]:
+        if rule.json_value:
+            index = _json_value_end(data, self._json_state)
+            return None if index is None else (index, index)
+        match = rule.end.search(data)
+        return None if match is None else (match.start(), match.end())
+
+    @staticmethod
+    def _substitute(rule: SubstitutionRule, text: bytes) -> tuple[bytes, int]:
+        count = 0
+
+        def replace(match: re.Match[bytes]) -> bytes:
+            nonlocal count
+            replacement = rule.replacement
+            result = replacement if isinstance(replacement, bytes) else replacement(match)
+            if result != match.group(0):
+                count += 1
+            return result
+
+        return rule.pattern.sub(replace, text), count
+
+
+def _looks_binary(line: bytes) -> bool:
+    """Not UTF-8 text, or control bytes other than tab/CR/LF/ESC."""
+    if _CONTROL.search(line):
+        return True
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
+
+
+def redact_bytes(data: bytes, rules: Sequence[Rule] = DEFAULT_RULES) -> tuple[bytes, Counter[str]]:
+    """Redact a whole (small) buffer; for tests and short command output."""
+    redactor = Redactor(rules)
+    text = redactor.feed(data) + redactor.finish()
+    return text, redactor.counts
+
+
+@dataclass(frozen=True)
+class Leak:
+    rule: str
+    offset: int  # byte offset in the member where the surviving secret starts
+
+
+def leak_patterns(
+    rules: Sequence[Rule] = DEFAULT_RULES,
+) -> tuple[tuple[str, re.Pattern[bytes]], ...]:
+    return tuple((rule.name, rule.leak) for rule in rules if rule.leak is not None)
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    while True:
+        chunk = stream.read(_SCAN_CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+def find_leaks(stream: BinaryIO, rules: Sequence[Rule] = DEFAULT_RULES) -> Optional[Leak]:
+    """The first secret pattern found in `stream` (read in bounded windows), or None.
+
+    Only the lines the gate matches are searched with the leak patterns (every leak
+    pattern implies a gate match), plus binary key/certificate material by its bytes.
+    """
+    patterns = (*leak_patterns(rules), (DER_RULE, _DER_SIGNATURE))
+    window = b""
+    window_offset = 0
+    pending = next(_chunks(stream), None)
+    iterator = _chunks(stream)
+    first = True
+    while pending is not None:
+        following = next(iterator, None)
+        window += pending
+        if first and _DER_HEAD.match(window) and window[1:2] >= b"\x81":
+            return Leak(DER_RULE, 0)
+        first = False
+        final = following is None
+        limit = len(window) if final else len(window) - _SCAN_OVERLAP // 2
+        checked = -1
+        for hit in gate_hits(window):
+            if hit >= limit:
+                break
+            if hit < checked:
+                continue
+            line_start = window.rfind(b"\n", 0, hit) + 1
+            line_end = window.find(b"\n", hit)
+            line_end = len(window) if line_end < 0 else line_end + 1
+            checked = line_end
+            for name, pattern in patterns:
+                for match in pattern.finditer(window, line_start, line_end):
+                    if match.start() >= limit:
+                        break
+                    if final or match.end() < len(window) - 64:
+                        return Leak(name, window_offset + match.start())
+        keep = window[-_SCAN_OVERLAP:]
+        window_offset += len(window) - len(keep)
+        window = keep
+        pending = following
+    return None
+
+
+def redact_text(text: str) -> str:
+    """The same redaction for one piece of text shown to a person (doctor, status, logs)."""
+    if not gate_matches(text.encode("utf-8", "surrogateescape")):
+        return text
+    data, _ = redact_bytes(text.encode("utf-8", "surrogateescape"))
+    return data.decode("utf-8", "surrogateescape").rstrip("\n") + (
+        "\n" if text.endswith("\n") else "")
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts each record's message and string `extra=` fields.
+
+    Installed on every handler `logsetup` attaches, so no log or journal line of the
+    guard carries a secret even when a message quotes a guest file.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is the handler's problem, not ours
+            return True
+        redacted = redact_text(message)
+        if redacted != message or record.args:
+            record.msg = redacted
+            record.args = None
+        for name, value in list(record.__dict__.items()):
+            if name.isupper() and isinstance(value, str):
+                setattr(record, name, redact_text(value))
+        return True
