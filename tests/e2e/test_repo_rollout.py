@@ -1,0 +1,373 @@
+"""End to end: the signed repositories `make repo` publishes, used the way a fleet does.
+
+One container (booted with --private-network: only `lo`) for the whole module;
+the tests run in order and build on each other:
+apt: add the repository (a `file:` source with signed-by) -> install -> publish
+the next version to the same repository -> `apt-get upgrade` (config and lease
+kept, the guard restarted once, the agent untouched) -> a tampered repository is
+refused -> purge leaves nothing behind;
+rpm (Debian's rpm inside the same container, empty rpmdb so --nodeps): signatures
+verify -> `rpm -i` (enabled, active) -> `rpm -U` -> `rpm -e`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from tests.e2e.conftest import CACHE, require_e2e
+from tests.e2e.container import Container, wait_for
+from tests.e2e.rollout import Key, Packages, packages, publish, rpm_tool_debs, throwaway_key
+
+pytestmark = pytest.mark.e2e
+
+AGENT = "walinuxagent.service"
+GUARD = "waagent-guard.service"
+SITE = "/srv/waagent-guard"  # the published site, as the container sees it
+KEYRING = "/usr/share/keyrings/waagent-guard-archive-keyring.gpg"
+SOURCE = "/etc/apt/sources.list.d/waagent-guard.list"
+SOURCE_LINE = f"deb [signed-by={KEYRING}] file:{SITE}/apt bookworm main\n"
+DROP_IN = "/etc/systemd/system/walinuxagent.service.d/50-waagent-guard-autorestart.conf"
+UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"  # systemd's catalog: "Unit started"
+UNIT_STOPPED = "9d1aaa27d60140bd96365438aad20286"  # "Unit stopped"
+UNIT_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"  # "Unit starting"
+APT = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y"]
+# Update from our source only: the root's Debian sources are unreachable here.
+APT_UPDATE = [
+    *APT,
+    "-o",
+    f"Dir::Etc::SourceList={SOURCE}",
+    "-o",
+    "Dir::Etc::SourceParts=-",
+    "update",
+]
+REPORT: dict[str, object] = {}  # figures printed at the end (the issue's closing note)
+
+
+@pytest.fixture(scope="module")
+def pkgs() -> Packages:
+    require_e2e()
+    return packages()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Key]:
+    require_e2e()
+    base = tmp_path_factory.mktemp("gpg")
+    return {
+        "repo": throwaway_key(base / "repo", "wg-repo"),
+        "attacker": throwaway_key(base / "attacker", "wg-attacker"),
+    }
+
+
+def _state_dir(box: Container) -> Path:
+    return box.workdir / "repo-state"  # reprepro's database: outside the published site
+
+
+def _publish(box: Container, key: Key, files: list[Path]) -> None:
+    started = time.monotonic()
+    publish(box.path(SITE), _state_dir(box), key, files)
+    REPORT.setdefault("publish_seconds", []).append(round(time.monotonic() - started, 1))  # type: ignore[union-attr]
+
+
+def _active_pid(box: Container, unit: str, *, not_pid: int = 0) -> int:
+    facts = box.show(unit, "ActiveState", "SubState", "MainPID")
+    pid = int(facts["MainPID"])
+    running = facts["ActiveState"] == "active" and facts["SubState"] == "running"
+    return pid if running and pid not in (0, not_pid) else 0
+
+
+def _cursor(box: Container) -> str:
+    line = box.run(["journalctl", "-o", "json", "-n", "1", "--no-pager"]).stdout.strip()
+    return str(json.loads(line.splitlines()[-1])["__CURSOR"])
+
+
+def _manager_events(box: Container, unit: str, cursor: str) -> list[str]:
+    """systemd's MESSAGE_IDs about `unit` since `cursor` (started, stopping, ...)."""
+    output = box.run(
+        [
+            "journalctl",
+            "-o",
+            "json",
+            "--no-pager",
+            f"--after-cursor={cursor}",
+            "_PID=1",
+            f"UNIT={unit}",
+        ]
+    ).stdout
+    return [json.loads(line).get("MESSAGE_ID", "") for line in output.splitlines() if line.strip()]
+
+
+def _conf_value(box: Container, key: str) -> str:
+    values = [
+        line.split("=", 1)[1].split("#", 1)[0].strip()
+        for line in box.path("/etc/waagent.conf").read_text().splitlines()
+        if line.strip().startswith(f"{key}=")
+    ]
+    return values[-1] if values else ""
+
+
+def _lease(box: Container) -> dict[str, object]:
+    document = json.loads(box.run(["waagent-guard", "verbose", "status", "--json"]).stdout)
+    lease = document.get("lease")
+    assert isinstance(lease, dict), document
+    return lease
+
+
+def _version(box: Container) -> str:
+    return box.run(["dpkg-query", "-W", "-f=${Version}", "waagent-guard"]).stdout.strip()
+
+
+def test_container_sees_only_loopback(container: Container) -> None:
+    assert container.run(["ls", "/sys/class/net"]).stdout.split() == ["lo"]
+
+
+def test_apt_installs_the_guard_from_the_signed_repository(
+    container: Container, pkgs: Packages, keys: dict[str, Key]
+) -> None:
+    _publish(container, keys["repo"], [pkgs.deb, pkgs.rpm])
+    shutil.copyfile(
+        container.path(f"{SITE}/waagent-guard-archive-keyring.gpg"), container.path(KEYRING)
+    )
+    container.path(SOURCE).write_text(SOURCE_LINE)
+
+    container.run(APT_UPDATE, timeout=120)
+    container.run([*APT, "install", "waagent-guard"], timeout=300)
+
+    assert _version(container) == pkgs.version
+    assert container.run(["systemctl", "is-enabled", GUARD]).stdout.strip() == "enabled"
+    wait_for(lambda: _active_pid(container, GUARD), timeout=90, what=f"{GUARD} active")
+    policy = container.run(["apt-cache", "policy", "waagent-guard"]).stdout
+    assert f"file:{SITE}/apt bookworm/main" in policy, policy
+
+
+def test_apt_upgrade_keeps_config_and_lease_restarts_the_guard_once(
+    container: Container, pkgs: Packages, keys: dict[str, Key]
+) -> None:
+    REPORT["verbose_before_lease"] = _conf_value(container, "Logs.Verbose")
+    conffile = container.path("/etc/waagent-guard/guard.toml")
+    edited = conffile.read_text().replace("# history_entries = 5", "history_entries = 7")
+    assert edited != conffile.read_text()
+    conffile.write_text(edited)
+    container.run(["waagent-guard", "config", "check"])
+    container.run(["systemctl", "reload", GUARD])
+    agent_pid = _active_pid(container, AGENT)
+    container.run(
+        ["waagent-guard", "verbose", "on", "--for", "30m", "--reason", "e2e upgrade"], timeout=120
+    )
+    wait_for(
+        lambda: _active_pid(container, AGENT, not_pid=agent_pid),
+        timeout=90,
+        what="agent restarted verbose",
+    )
+    lease = _lease(container)
+    assert _conf_value(container, "Logs.Verbose") == "y"
+    time.sleep(2)  # let the agent's restart settle before the baseline is taken
+    agent = container.show(AGENT, "InvocationID", "MainPID", "ActiveState")
+    guard = container.show(GUARD, "InvocationID", "MainPID", "NRestarts", "ExecMainStartTimestamp")
+    cursor = _cursor(container)
+
+    _publish(container, keys["repo"], [pkgs.deb_upgrade, pkgs.rpm_upgrade])
+    container.run(APT_UPDATE, timeout=120)
+    started = time.monotonic()
+    upgrade = container.run([*APT, "upgrade"], timeout=300)
+    REPORT["apt_upgrade_seconds"] = round(time.monotonic() - started, 1)
+
+    assert "1 upgraded" in upgrade.stdout, upgrade.stdout
+    assert _version(container) == pkgs.upgrade_version
+    assert container.run(["waagent-guard", "--version"]).stdout.split()[-1] == pkgs.upgrade_version
+    assert conffile.read_text() == edited  # conffile kept, no prompt, no .dpkg-* left
+    assert sorted(p.name for p in conffile.parent.iterdir()) == ["guard.toml"]
+    new_pid = wait_for(
+        lambda: _active_pid(container, GUARD, not_pid=int(guard["MainPID"])),
+        timeout=90,
+        what="the upgraded guard active",
+    )
+    after = container.show(GUARD, "InvocationID", "NRestarts", "ExecMainStartTimestamp")
+    assert after["InvocationID"] != guard["InvocationID"]
+    assert after["ExecMainStartTimestamp"] != guard["ExecMainStartTimestamp"]
+    assert after["NRestarts"] == guard["NRestarts"]  # no failure restart
+    events = wait_for(
+        lambda: (e := _manager_events(container, GUARD, cursor)).count(UNIT_STARTED) and e,
+        timeout=30,
+        what="the guard's start in the journal",
+    )
+    assert events.count(UNIT_STARTED) == 1 and events.count(UNIT_STOPPED) == 1, events
+    # the agent: never stopped, same process, same invocation
+    agent_events = _manager_events(container, AGENT, cursor)
+    assert not {UNIT_STOPPED, UNIT_STARTING, UNIT_STARTED} & set(agent_events), agent_events
+    assert container.show(AGENT, "InvocationID", "MainPID", "ActiveState") == agent
+    # the lease survived the upgrade, and so did what it leased
+    assert _lease(container) == lease
+    assert _conf_value(container, "Logs.Verbose") == "y"
+    REPORT.update(
+        versions=f"{pkgs.version} -> {pkgs.upgrade_version}",
+        guard_starts_during_upgrade=events.count(UNIT_STARTED),
+        guard_pids=f"{guard['MainPID']} -> {new_pid}",
+        guard_nrestarts=after["NRestarts"],
+        agent_pid_kept=agent["MainPID"],
+        lease_kept=lease,
+    )
+
+
+def _forge_index(site: Path, release_text: str, version: str) -> str:
+    """What an attacker who cannot sign does: advertise `version` in Packages and
+    fix the Release file's sizes and hashes to match. Returns the new Release."""
+    dists = site / "apt" / "dists" / "bookworm"
+    packages = dists / "main" / "binary-amd64" / "Packages"
+    forged = re.sub(r"^Version: .*$", f"Version: {version}", packages.read_text(), flags=re.M)
+    packages.write_text(forged)
+    (packages.parent / "Packages.gz").write_bytes(gzip.compress(forged.encode(), mtime=0))
+    lines = []
+    for line in release_text.splitlines():
+        fields = line.split()
+        name = fields[-1] if len(fields) == 3 and line.startswith(" ") else ""
+        if name in ("main/binary-amd64/Packages", "main/binary-amd64/Packages.gz"):
+            data = (dists / name).read_bytes()
+            digest = {32: hashlib.md5, 40: hashlib.sha1, 64: hashlib.sha256}[len(fields[0])]
+            line = f" {digest(data).hexdigest()} {len(data):16d} {name}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _tamper(site: Path, release_text: str, signer: Optional[Key]) -> None:
+    dists = site / "apt" / "dists" / "bookworm"
+    (dists / "Release").write_text(release_text)
+    if signer is None:  # the genuine signatures around the forged text
+        inrelease = (dists / "InRelease").read_text()
+        head, rest = inrelease.split("\n\n", 1)
+        signature = rest[rest.index("-----BEGIN PGP SIGNATURE-----") :]
+        (dists / "InRelease").write_text(f"{head}\n\n{release_text}{signature}")
+        return
+    (dists / "InRelease").write_bytes(signer.gpg("--clearsign", stdin=release_text.encode()))
+    (dists / "Release.gpg").write_bytes(
+        signer.gpg("--armor", "--detach-sign", stdin=release_text.encode())
+    )
+
+
+def test_apt_refuses_a_tampered_repository(
+    container: Container, pkgs: Packages, keys: dict[str, Key]
+) -> None:
+    site = container.path(SITE)
+    for signer, expected in ((None, "BADSIG"), (keys["attacker"], "NO_PUBKEY")):
+        release = (site / "apt" / "dists" / "bookworm" / "Release").read_text()
+        _tamper(site, _forge_index(site, release, "9.9.9"), signer)
+        refused = container.run(APT_UPDATE, check=False, timeout=120)
+        output = refused.stdout + refused.stderr
+        assert expected in output and "The repository is not updated" in output, output
+        policy = container.run(["apt-cache", "policy", "waagent-guard"]).stdout
+        assert "9.9.9" not in policy and f"Candidate: {pkgs.upgrade_version}" in policy, policy
+        simulated = container.run([*APT, "-s", "upgrade"]).stdout
+        assert "0 upgraded" in simulated, simulated
+        _publish(container, keys["repo"], [pkgs.deb_upgrade])  # the genuine repository again
+        accepted = container.run(APT_UPDATE, timeout=120)
+        assert expected not in accepted.stdout + accepted.stderr
+    assert _version(container) == pkgs.upgrade_version
+
+
+def test_apt_purge_leaves_no_unit_data_or_drop_in(container: Container) -> None:
+    container.run(["waagent-guard", "agent", "ensure-autorestart"], timeout=120)
+    assert container.path(DROP_IN).is_file()
+    agent_pid = _active_pid(container, AGENT)
+
+    container.run([*APT, "purge", "waagent-guard"], timeout=300)
+
+    for inside in (
+        "/lib/systemd/system/waagent-guard.service",
+        "/etc/systemd/system/multi-user.target.wants/waagent-guard.service",
+        "/var/lib/systemd/deb-systemd-helper-enabled/waagent-guard.service.dsh-also",
+        "/usr/bin/waagent-guard",
+        "/usr/lib/waagent-guard",
+        "/etc/waagent-guard",
+        "/var/lib/waagent-guard",
+        "/run/waagent-guard",
+        DROP_IN,
+    ):
+        assert not container.path(inside).exists(), inside
+    assert container.show(GUARD, "LoadState")["LoadState"] == "not-found"
+    assert container.show(AGENT, "Restart")["Restart"] == "no"  # the drop-in is gone and reloaded
+    # removal ended the lease: the agent is back on the value the lease replaced
+    assert _conf_value(container, "Logs.Verbose") == REPORT["verbose_before_lease"]
+    assert container.path("/etc/systemd/system/walinuxagent.service.d/e2e-container.conf").is_file()
+    wait_for(lambda: _active_pid(container, AGENT, not_pid=agent_pid), timeout=90,
+             what="the agent running again, restarted with the lease's end")  # fmt: skip
+
+
+def test_rpm_signatures_verify_inside_the_container(container: Container, pkgs: Packages) -> None:
+    debs = rpm_tool_debs(CACHE, container.root)
+    target = container.path("/root/rpm-tool")
+    target.mkdir(exist_ok=True)
+    for deb in debs:
+        shutil.copyfile(deb, target / deb.name)
+    container.sh("dpkg -i /root/rpm-tool/*.deb >/dev/null", timeout=300)
+    rpm_dir = f"{SITE}/rpm"
+    container.run(["rpm", "--import", f"{SITE}/RPM-GPG-KEY-waagent-guard"])
+    for name in (pkgs.rpm.name, pkgs.rpm_upgrade.name):
+        checked = container.run(["rpm", "-K", f"{rpm_dir}/Packages/{name}"]).stdout
+        assert "signatures OK" in checked, checked
+    container.run(["gpgv", "--keyring", KEYRING, f"{rpm_dir}/repodata/repomd.xml.asc",
+                   f"{rpm_dir}/repodata/repomd.xml"])  # fmt: skip
+
+
+def test_rpm_installs_upgrades_and_erases_under_systemd(
+    container: Container, pkgs: Packages
+) -> None:
+    packages_dir = f"{SITE}/rpm/Packages"
+    agent = container.show(AGENT, "InvocationID")
+    # --nodeps: Debian's rpmdb is empty; python3.11, systemd and /bin/sh are dpkg's.
+    container.run(["rpm", "-i", "--nodeps", f"{packages_dir}/{pkgs.rpm.name}"], timeout=300)
+    assert container.run(["systemctl", "is-enabled", GUARD]).stdout.strip() == "enabled"
+    first = wait_for(
+        lambda: _active_pid(container, GUARD), timeout=90, what=f"{GUARD} active (rpm)"
+    )
+    conffile = container.path("/etc/waagent-guard/guard.toml")
+    edited = conffile.read_text() + "\n# edited before rpm -U\n"
+    conffile.write_text(edited)
+    before = container.show(GUARD, "InvocationID", "NRestarts")
+    cursor = _cursor(container)
+
+    container.run(["rpm", "-U", "--nodeps", f"{packages_dir}/{pkgs.rpm_upgrade.name}"], timeout=300)
+
+    assert (
+        container.run(["rpm", "-q", "--qf", "%{VERSION}", "waagent-guard"]).stdout
+        == pkgs.upgrade_version
+    )
+    assert conffile.read_text() == edited
+    wait_for(
+        lambda: _active_pid(container, GUARD, not_pid=first),
+        timeout=90,
+        what="guard restarted by rpm -U",
+    )
+    after = container.show(GUARD, "InvocationID", "NRestarts")
+    assert (
+        after["InvocationID"] != before["InvocationID"]
+        and after["NRestarts"] == before["NRestarts"]
+    )
+    events = _manager_events(container, GUARD, cursor)
+    assert events.count(UNIT_STARTED) == 1, events
+    assert container.run(["systemctl", "is-enabled", GUARD]).stdout.strip() == "enabled"
+
+    container.run(["rpm", "-e", "waagent-guard"], timeout=300)
+
+    assert container.show(GUARD, "LoadState")["LoadState"] == "not-found"
+    for inside in (
+        "/usr/lib/systemd/system/waagent-guard.service",
+        "/usr/bin/waagent-guard",
+        "/usr/lib/waagent-guard",
+        "/etc/systemd/system/multi-user.target.wants/waagent-guard.service",
+    ):
+        assert not container.path(inside).exists(), inside
+    # documented: an edited config is kept as .rpmsave
+    assert container.path("/etc/waagent-guard/guard.toml.rpmsave").read_text() == edited
+    assert container.show(AGENT, "InvocationID") == agent  # the agent was never touched
+    REPORT["rpm_upgrade"] = f"{pkgs.version} -> {pkgs.upgrade_version}"
+    REPORT["rpm_guard_starts_during_upgrade"] = events.count(UNIT_STARTED)
+    print(f"\nrollout report: {json.dumps(REPORT, sort_keys=True)}")
