@@ -1,7 +1,12 @@
-"""End to end: the signed repositories `make repo` publishes, used the way a fleet does.
+"""End to end: image baking, and the signed repositories `make repo` publishes,
+used the way a fleet does.
 
-One container (booted with --private-network: only `lo`) for the whole module;
-the tests run in order and build on each other:
+One copy of the cached root for the whole module; the tests run in order and
+build on each other. First, not booted (image baking): the deb's and the rpm's
+maintainer scripts run in a chroot with no systemd running (a `systemctl` shim
+logs every call): install, upgrade and removal succeed, enable the unit, and
+never ask to start, stop or restart anything. Then the same root is booted
+(--private-network: only `lo`):
 apt: add the repository (a `file:` source with signed-by) -> install -> publish
 the next version to the same repository -> `apt-get upgrade` (config and lease
 kept, the guard restarted once, the agent untouched) -> a tampered repository is
@@ -17,13 +22,16 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
-from tests.e2e.conftest import CACHE, require_e2e
+from tests.e2e.conftest import ARTIFACTS, CACHE, require_e2e
 from tests.e2e.container import Container, wait_for
 from tests.e2e.rollout import Key, Packages, packages, publish, rpm_tool_debs, throwaway_key
 
@@ -49,6 +57,15 @@ APT_UPDATE = [
     "Dir::Etc::SourceParts=-",
     "update",
 ]
+WANTS = "etc/systemd/system/multi-user.target.wants/waagent-guard.service"
+CALLS = "var/log/systemctl-calls"
+RUNTIME_VERBS = {"start", "stop", "restart", "try-restart", "reload", "reload-or-restart",
+                 "try-reload-or-restart", "daemon-reload", "isolate", "kill", "--now"}  # fmt: skip
+SHIM = """#!/bin/sh
+# test shim: log the call, then run the real systemctl
+echo "$*" >>/var/log/systemctl-calls
+exec /usr/bin/systemctl.real "$@"
+"""
 REPORT: dict[str, object] = {}  # figures printed at the end (the issue's closing note)
 
 
@@ -66,6 +83,47 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Key]:
         "repo": throwaway_key(base / "repo", "wg-repo"),
         "attacker": throwaway_key(base / "attacker", "wg-attacker"),
     }
+
+
+@pytest.fixture(scope="module")
+def workspace(base_root: Path) -> Iterator[Container]:
+    """The module's copy of the root: a chroot for the image tests, then booted."""
+    artifacts = ARTIFACTS / "test_repo_rollout"
+    shutil.rmtree(artifacts, ignore_errors=True)
+    box = Container(base_root, Path(tempfile.mkdtemp(prefix="wg-e2e-", dir="/var/tmp")), artifacts)
+    try:
+        box.prepare()
+        yield box
+        if box.init_pid is not None:
+            box.save_artifacts()
+    finally:
+        box.poweroff()
+        box.remove()
+
+
+@pytest.fixture
+def image(workspace: Container) -> Iterator[Path]:
+    """The root, not booted, with the logging `systemctl` shim for one test."""
+    assert workspace.init_pid is None, "image tests run before the boot"
+    root = workspace.root
+    systemctl = root / "usr/bin/systemctl"
+    systemctl.rename(root / "usr/bin/systemctl.real")
+    systemctl.write_text(SHIM)
+    systemctl.chmod(0o755)
+    assert not (root / "run/systemd/system").exists()  # nothing says systemd runs here
+    try:
+        yield root
+    finally:
+        (root / "usr/bin/systemctl.real").replace(systemctl)
+        (root / CALLS).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def container(workspace: Container) -> Container:
+    """The same root booted (on first use) with --private-network."""
+    if workspace.init_pid is None:
+        workspace.boot()
+    return workspace
 
 
 def _state_dir(box: Container) -> Path:
@@ -126,8 +184,102 @@ def _version(box: Container) -> str:
     return box.run(["dpkg-query", "-W", "-f=${Version}", "waagent-guard"]).stdout.strip()
 
 
+def _in_chroot(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`argv` chrooted into `root`: no network, its own PID namespace (no systemd in it)."""
+    result = subprocess.run(
+        ["unshare", "--net", "--pid", "--fork", "chroot", str(root),
+         "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
+         "DEBIAN_FRONTEND=noninteractive", *argv],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{argv} in the chroot:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _systemctl_calls(root: Path) -> list[str]:
+    """The calls the shim logged since the last look (then forgotten)."""
+    calls = (root / CALLS).read_text().splitlines() if (root / CALLS).exists() else []
+    (root / CALLS).unlink(missing_ok=True)
+    return calls
+
+
+def _runtime(calls: list[str]) -> list[str]:
+    return [call for call in calls if RUNTIME_VERBS & set(call.split())]
+
+
+def _copy_in(root: Path, package: Path) -> str:
+    shutil.copyfile(package, root / "root" / package.name)
+    return f"/root/{package.name}"
+
+
+def test_deb_maintainer_scripts_need_no_running_systemd(image: Path, pkgs: Packages) -> None:
+    _in_chroot(image, "dpkg", "-i", _copy_in(image, pkgs.deb))
+    assert (image / WANTS).is_symlink()  # enabled: the first boot starts it
+    enabled = _in_chroot(image, "systemctl.real", "is-enabled", "waagent-guard.service")
+    assert enabled.stdout.strip() == "enabled"
+    assert list(
+        (image / "usr/lib/waagent-guard/venv/lib").rglob("__pycache__")
+    )  # postinst compiled
+    assert _runtime(_systemctl_calls(image)) == []
+
+    _in_chroot(image, "dpkg", "-i", _copy_in(image, pkgs.deb_upgrade))
+    assert (image / WANTS).is_symlink()
+    assert _runtime(_systemctl_calls(image)) == []
+
+    _in_chroot(image, "dpkg", "--purge", "waagent-guard")
+    for left in (WANTS, "lib/systemd/system/waagent-guard.service", "etc/waagent-guard",
+                 "usr/lib/waagent-guard"):  # fmt: skip
+        assert not (image / left).exists() and not (image / left).is_symlink(), left
+    assert _runtime(_systemctl_calls(image)) == []
+
+
+def test_rpm_scriptlets_are_expanded_and_guard_runtime_actions(pkgs: Packages) -> None:
+    scripts = subprocess.run(
+        ["rpm", "-qp", "--scripts", str(pkgs.rpm)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    for section in ("postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet"):
+        assert section in scripts, scripts
+    assert "%" not in scripts  # every macro expanded (none left as text)
+    assert "systemctl enable waagent-guard.service" in scripts
+    assert "try-restart waagent-guard.service" in scripts
+    for verb in ("start", "stop", "try-restart", "daemon-reload"):
+        for line in scripts.splitlines():
+            if f"systemctl {verb} " in line:
+                context = scripts[: scripts.index(line) + len(line)].splitlines()[-3:]
+                assert any("/run/systemd/system" in c for c in context), (verb, line)
+
+
+def test_rpm_scriptlets_need_no_running_systemd(image: Path, pkgs: Packages) -> None:
+    def rpm(*argv: str) -> None:
+        result = subprocess.run(
+            ["unshare", "--net", "rpm", "--root", str(image), *argv],
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, f"rpm {argv}:\n{result.stdout}\n{result.stderr}"
+
+    # --nodeps: the root's packages are dpkg's, its rpm database is empty.
+    rpm("-i", "--nodeps", str(pkgs.rpm))
+    assert (image / WANTS).is_symlink()
+    calls = _systemctl_calls(image)
+    assert "enable waagent-guard.service" in calls  # the shim sees the scriptlets' calls
+    assert _runtime(calls) == []
+    rpm("-U", "--nodeps", str(pkgs.rpm_upgrade))
+    assert (image / WANTS).is_symlink()
+    assert _runtime(_systemctl_calls(image)) == []
+    rpm("-e", "waagent-guard")
+    assert not (image / WANTS).is_symlink()
+    assert not (image / "usr/lib/systemd/system/waagent-guard.service").exists()
+    assert _runtime(_systemctl_calls(image)) == []
+
+
 def test_container_sees_only_loopback(container: Container) -> None:
     assert container.run(["ls", "/sys/class/net"]).stdout.split() == ["lo"]
+    links = container.run(["ip", "-o", "link", "show"]).stdout
+    assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"]
 
 
 def test_apt_installs_the_guard_from_the_signed_repository(
