@@ -34,6 +34,7 @@ import pytest
 from tests.e2e.conftest import ARTIFACTS, CACHE, require_e2e
 from tests.e2e.container import Container, wait_for
 from tests.e2e.rollout import Key, Packages, packages, publish, rpm_tool_debs, throwaway_key
+from tests.readme_snippets import apt_source_line, repo_file, rollout_script
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +43,6 @@ GUARD = "waagent-guard.service"
 SITE = "/srv/waagent-guard"  # the published site, as the container sees it
 KEYRING = "/usr/share/keyrings/waagent-guard-archive-keyring.gpg"
 SOURCE = "/etc/apt/sources.list.d/waagent-guard.list"
-SOURCE_LINE = f"deb [signed-by={KEYRING}] file:{SITE}/apt bookworm main\n"
 DROP_IN = "/etc/systemd/system/walinuxagent.service.d/50-waagent-guard-autorestart.conf"
 UNIT_STARTED = "39f53479d3a045ac8e11786248231fbf"  # systemd's catalog: "Unit started"
 UNIT_STOPPED = "9d1aaa27d60140bd96365438aad20286"  # "Unit stopped"
@@ -132,7 +132,7 @@ def _state_dir(box: Container) -> Path:
 
 def _publish(box: Container, key: Key, files: list[Path]) -> None:
     started = time.monotonic()
-    publish(box.path(SITE), _state_dir(box), key, files)
+    publish(box.path(SITE), _state_dir(box), key, files, url=f"file://{SITE}")
     REPORT.setdefault("publish_seconds", []).append(round(time.monotonic() - started, 1))  # type: ignore[union-attr]
 
 
@@ -286,19 +286,35 @@ def test_apt_installs_the_guard_from_the_signed_repository(
     container: Container, pkgs: Packages, keys: dict[str, Key]
 ) -> None:
     _publish(container, keys["repo"], [pkgs.deb, pkgs.rpm])
-    shutil.copyfile(
-        container.path(f"{SITE}/waagent-guard-archive-keyring.gpg"), container.path(KEYRING)
+    site = f"file://{SITE}"
+    published = container.path(f"{SITE}/waagent-guard.repo").read_text()
+    assert published.replace(site, "https://REPO-HOST") == repo_file()  # the README's .repo
+    # The README's rollout script, as the Custom Script extension runs it, with
+    # the site as a file:// URL. The root's Debian mirror is unreachable here: set aside.
+    container.path("/root/waagent-guard-rollout.sh").write_text(rollout_script())
+    mirror = container.path("/etc/apt/sources.list")
+    mirror.rename(mirror.with_name("sources.list.e2e-aside"))
+    try:
+        started = time.monotonic()
+        rollout = container.run(
+            ["env", f"REPO_URL={site}", "bash", "/root/waagent-guard-rollout.sh"], timeout=300
+        )
+        REPORT["rollout_script_seconds"] = round(time.monotonic() - started, 1)
+    finally:
+        mirror.with_name("sources.list.e2e-aside").rename(mirror)
+
+    assert rollout.stdout.splitlines()[-2:] == ["active", f"waagent-guard {pkgs.version}"]
+    line = apt_source_line().replace("https://REPO-HOST", site)
+    assert container.path(SOURCE).read_text() == line + "\n"  # the README's client line
+    assert (
+        container.path(KEYRING).read_bytes()
+        == container.path(f"{SITE}/waagent-guard-archive-keyring.gpg").read_bytes()
     )
-    container.path(SOURCE).write_text(SOURCE_LINE)
-
-    container.run(APT_UPDATE, timeout=120)
-    container.run([*APT, "install", "waagent-guard"], timeout=300)
-
     assert _version(container) == pkgs.version
     assert container.run(["systemctl", "is-enabled", GUARD]).stdout.strip() == "enabled"
     wait_for(lambda: _active_pid(container, GUARD), timeout=90, what=f"{GUARD} active")
     policy = container.run(["apt-cache", "policy", "waagent-guard"]).stdout
-    assert f"file:{SITE}/apt bookworm/main" in policy, policy
+    assert f"{SITE}/apt bookworm/main" in policy, policy
 
 
 def test_apt_upgrade_keeps_config_and_lease_restarts_the_guard_once(
