@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv demo test lint unit e2e deb rpm wheelhouse wheelhouse-lock guard-toml bench bench-quick clean fleet
+.PHONY: venv demo test lint unit e2e deb rpm wheelhouse wheelhouse-lock guard-toml bench bench-quick clean repo fleet
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml scripts/bootstrap
@@ -52,11 +52,27 @@ wheelhouse-lock: venv
 guard-toml: venv
 	$(PY) packaging/render-guard-toml.py >packaging/guard.toml
 
+# PKG_VERSION=X.Y.Z stamps another version into the build's copy of the tree
+# (packaging/set-version; the tests publish 0.1.1 this way). Releases bump the
+# version in the tree instead.
+PKG_VERSION ?=
 deb: wheelhouse
-	packaging/build-deb $(DEB_OUT) $(WHEELHOUSE)
+	WG_PKG_VERSION=$(PKG_VERSION) packaging/build-deb $(DEB_OUT) $(WHEELHOUSE)
 
 rpm: wheelhouse
-	packaging/build-rpm $(RPM_OUT) $(WHEELHOUSE) $(PKG_PYTHON)
+	WG_PKG_VERSION=$(PKG_VERSION) packaging/build-rpm $(RPM_OUT) $(WHEELHOUSE) $(PKG_PYTHON)
+
+# Signed apt + yum repositories from what `make deb rpm` built (README:
+# Publishing a repository). REPO_KEY: the signing key's fingerprint in your
+# GnuPG keyring (GNUPGHOME). REPO_OUT is the static site to upload; REPO_STATE
+# holds reprepro's database: keep it to publish upgrades to the same site.
+REPO_OUT ?= out/repo
+REPO_STATE ?= out/repo-state
+REPO_KEY ?=
+REPO_URL ?=
+repo:
+	REPO_URL=$(REPO_URL) packaging/build-repo $(REPO_OUT) $(REPO_STATE) "$(REPO_KEY)" \
+	    $(wildcard $(DEB_OUT)/*.deb) $(wildcard $(RPM_OUT)/*.rpm)
 
 # Boots a Debian 12 container (root, debootstrap, systemd-nspawn; the root is
 # cached in /var/cache/waagent-guard-e2e) with the real agent and our .deb.
