@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from waagent_guard import __version__
 from waagent_guard.observe import HEALTH_EXIT_CODES, UNKNOWN, Observation, assess
+from waagent_guard.redact import redact_text
 
 LOG_LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR")
 
@@ -53,6 +54,17 @@ class MetricsInput:
     decisions_by_action: Mapping[str, int] = field(default_factory=dict)
     last_reconcile: Optional[float] = None
 
+
+
+LABEL_MAX_CHARS = 128
+
+
+def label_value(value: Optional[str]) -> str:
+    """A label value read from a guest file: redacted and bounded, since a hostile
+    log line or directory name must reach neither a scrape nor a fleet's TSDB."""
+    if not value:
+        return ""
+    return redact_text(value)[:LABEL_MAX_CHARS]
 
 def _gauge(name: str, documentation: str, value: Optional[float]) -> Optional[GaugeMetricFamily]:
     if value is None:
@@ -189,9 +201,9 @@ def _agent_families(
     )
     info.add_metric(
         [
-            observation.daemon_version or "",
-            observation.goal_state_version or "",
-            observation.unit_name or "",
+            label_value(observation.daemon_version),
+            label_value(observation.goal_state_version),
+            label_value(observation.unit_name),
         ],
         1.0,
     )
@@ -253,7 +265,11 @@ def _agent_families(
         labels=["name", "version", "state"],
     )
     for handler in observation.lib.handlers:
-        extensions.add_metric([handler.name, handler.version, handler.handler_state or ""], 1.0)
+        extensions.add_metric(
+            [label_value(handler.name), label_value(handler.version),
+             label_value(handler.handler_state)],
+            1.0,
+        )
     yield extensions
     yield _gauge(
         "waagent_vmsnapshot_installed",

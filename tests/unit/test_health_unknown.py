@@ -51,3 +51,17 @@ def _fake_processes() -> tuple[AgentProcess, ...]:
     daemon = AgentProcess(pid=4242, role="daemon", cmdline=("waagent", "-daemon"),
                           version="2.7.3.0", start_time=None, rss_bytes=None, cpu_seconds=None)
     return (daemon, dataclasses.replace(daemon, pid=4243, role="exthandler"))
+
+
+def test_label_values_read_from_guest_files_are_redacted_and_bounded(tmp_path: Path) -> None:
+    observation = _healthy_looking(tmp_path)
+    sas = "https://acct.blob.core.windows.net/c/b?sv=2020-08-04&sig=LABELSECRET0123456789"
+    signals = observation.log
+    signals.daemon_version = sas + "x" * 500
+    running = dataclasses.replace(observation, processes=(), log=signals)
+    published = MetricsInput(observation=running)
+    text = exposition(make_registry(guard_collector(lambda: published, checks=False),
+                                    process_metrics=False)).decode()
+    info = next(line for line in text.splitlines() if line.startswith("waagent_info{"))
+    assert "LABELSECRET" not in text
+    assert "xxxx" * 40 not in info  # bounded
