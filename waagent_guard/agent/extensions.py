@@ -469,7 +469,11 @@ def _installed(directory: Path) -> bool:
     """The agent's test in `get_installed_version`: HandlerState exists and its exact
     content (not stripped) is neither NotInstalled nor FailedUpgrade."""
     path = directory / HANDLER_STATE_FILE
-    if not path.exists():
+    try:
+        path.stat()
+    except PermissionError:
+        return True  # could not look (not root): unreadable is not missing, keep the handler
+    except OSError:
         return False
     try:
         text = _read_text(path, MAX_SMALL_FILE_BYTES)
