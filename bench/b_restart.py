@@ -84,7 +84,7 @@ def _in_container(box: Box, kills: int) -> dict[str, Any]:
 
 def _on_host(kills: int) -> dict[str, Any]:
     from bench.guest import running_guard
-    from waagent_guard.democmd import _agent_pid
+    from waagent_guard.commands.demo import _agent_pid
 
     seconds: list[Optional[float]] = []
     for index in range(kills):

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from waagent_guard.control import PeerCredentials
-from waagent_guard.daemon import Guard
+from waagent_guard.daemon.control import PeerCredentials
+from waagent_guard.daemon.guard import Guard
 from waagent_guard.errors import ServiceError
 from waagent_guard.service import UnitState
 from waagent_guard.settings import Settings

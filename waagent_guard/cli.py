@@ -16,46 +16,18 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, TextIO
 
 from waagent_guard import __version__
+from waagent_guard.context import Context
 from waagent_guard.errors import EX_SOFTWARE, EX_USAGE, GuardError, UsageError
 from waagent_guard.sysroot import GUARD_CONFIG, Sysroot
 
 if TYPE_CHECKING:
-    from waagent_guard.settings import Settings
+    pass
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Context:
-    """What every command needs from outside, injected (tests build their own)."""
-
-    sysroot: Sysroot
-    config_path: Optional[Path]
-    debug: bool = False
-    stdout: TextIO = field(default_factory=lambda: sys.stdout)
-    stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    _settings: Optional[Settings] = None
-
-    @property
-    def effective_config_path(self) -> Path:
-        if self.config_path is not None:
-            return self.config_path
-        return self.sysroot.path(GUARD_CONFIG)
-
-    def settings(self) -> Settings:
-        """The guard's config, loaded once; a missing default file means defaults."""
-        if self._settings is None:
-            from waagent_guard.settings import load_settings
-
-            self._settings = load_settings(
-                self.effective_config_path, required=self.config_path is not None
-            )
-        return self._settings
 
 
 # name -> "module:function"; the module is imported only when the command runs.
@@ -146,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     status = add(
-        "status", "waagent_guard.status:run", "show the agent's health (exit 0/1/2, 3 unknown)"
+        "status",
+        "waagent_guard.commands.status:run",
+        "show the agent's health (exit 0 healthy, 1 degraded, 2 down, 4 unknown)",
     )
     status.add_argument("--json", action="store_true", help="print the stable JSON document")
 
@@ -154,14 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION")
     check = config_commands.add_parser("check", parents=[common], help="validate a config file")
     check.add_argument("file", nargs="?", default=None, help="file to check (default: --config)")
-    check.set_defaults(handler="waagent_guard.configcmd:check")
+    check.set_defaults(handler="waagent_guard.commands.config:check")
     show = config_commands.add_parser("show", parents=[common], help="print the effective config")
-    show.set_defaults(handler="waagent_guard.configcmd:show")
+    show.set_defaults(handler="waagent_guard.commands.config:show")
 
-    run = add("run", "waagent_guard.daemon:run", "run the guard daemon (the systemd service)")
+    run = add("run", "waagent_guard.daemon.guard:run", "run the guard daemon (the systemd service)")
     run.add_argument("--once", action="store_true", help="observe and reconcile once, then exit")
 
-    demo = add("demo", "waagent_guard.democmd:run", "run the guard against a built-in demo guest")
+    demo = add(
+        "demo", "waagent_guard.commands.demo:run", "run the guard against a built-in demo guest"
+    )
     demo.add_argument("--dir", metavar="DIR", default=None, help="where to lay the demo guest")
     demo.add_argument(
         "--port", type=_port, default=None, help="metrics port (default: a free one)"
@@ -186,13 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     on.add_argument("--reason", default="", help="why (stored with the lease)")
     on.add_argument("--no-restart", action="store_true", help="edit the file, restart nothing")
-    on.set_defaults(handler="waagent_guard.verbosecmd:on")
+    on.set_defaults(handler="waagent_guard.commands.verbose:on")
     off = verbose_commands.add_parser("off", parents=[common], help="restore the previous value")
     off.add_argument("--no-restart", action="store_true", help="edit the file, restart nothing")
-    off.set_defaults(handler="waagent_guard.verbosecmd:off")
+    off.set_defaults(handler="waagent_guard.commands.verbose:off")
     vstatus = verbose_commands.add_parser("status", parents=[common], help="show the lease")
     vstatus.add_argument("--json", action="store_true")
-    vstatus.set_defaults(handler="waagent_guard.verbosecmd:status")
+    vstatus.set_defaults(handler="waagent_guard.commands.verbose:status")
 
     agent = add("agent", "", "act on the agent's service unit")
     agent_commands = agent.add_subparsers(dest="agent_command", metavar="ACTION")
@@ -202,9 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="install a drop-in so systemd restarts the agent itself",
     )
     ensure.add_argument("--dry-run", action="store_true", help="print the drop-in, change nothing")
-    ensure.set_defaults(handler="waagent_guard.agentcmd:ensure_autorestart")
+    ensure.set_defaults(handler="waagent_guard.commands.agent:ensure_autorestart")
 
-    metrics = add("metrics", "waagent_guard.metricscmd:run", "print or write the metrics once")
+    metrics = add(
+        "metrics", "waagent_guard.commands.metrics:run", "print or write the metrics once"
+    )
     metrics.add_argument(
         "--textfile",
         metavar="DIR",
@@ -219,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = add(
         "doctor",
-        "waagent_guard.doctor.command:run",
+        "waagent_guard.commands.doctor:run",
         "run the backup troubleshooting guide as checks (exit 0/1/2)",
     )
     doctor.add_argument("--json", action="store_true", help="print the stable JSON document")
@@ -236,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bundle = add(
         "bundle",
-        "waagent_guard.bundle.command:run",
+        "waagent_guard.commands.bundle:run",
         "collect the support log set, secrets redacted",
     )
     bundle.add_argument(

@@ -37,7 +37,7 @@ from waagent_guard.agent.process import (
     ProcessScanError,
     check_pidfile,
 )
-from waagent_guard.agentroot import processes_in_root
+from waagent_guard.agent.roots import processes_in_root
 from waagent_guard.errors import GuardError
 from waagent_guard.sysroot import VMSNAPSHOT_FREEZE_LOCK, VMSNAPSHOT_NAME, Sysroot
 

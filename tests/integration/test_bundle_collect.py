@@ -19,10 +19,10 @@ import pytest
 
 from tests.privileges import require_nobody_python
 from waagent_guard.bundle import read_bundle
-from waagent_guard.bundle.command import BundleRequest, create_bundle
 from waagent_guard.bundle.sources import CommandOutcome, open_regular
 from waagent_guard.bundle.writer import TOTAL_CAP_REASON
 from waagent_guard.cli import main
+from waagent_guard.commands.bundle import BundleRequest, create_bundle
 from waagent_guard.errors import SecretLeakError, WriteError
 from waagent_guard.redact import DEFAULT_RULES, SAS_SIGNATURE, SAS_URL
 from waagent_guard.sysroot import Sysroot

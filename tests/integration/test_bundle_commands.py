@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from waagent_guard.bundle.command import TerminalProgress, agent_units, host_name, read_agent_paths
 from waagent_guard.bundle.plan import CommandEntry, Plan
 from waagent_guard.bundle.sources import CommandOutcome, run_command
 from waagent_guard.bundle.writer import BundleWriter
+from waagent_guard.commands.bundle import TerminalProgress, agent_units, host_name, read_agent_paths
 from waagent_guard.sysroot import Sysroot
 
 IPTABLES = b"""-P INPUT ACCEPT

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import pytest
 
 from tests.privileges import require_nobody_python
-from waagent_guard.control import (
+from waagent_guard.daemon.control import (
     ControlPermissionError,
     ControlProtocolError,
     ControlServer,
@@ -67,7 +67,7 @@ def server(socket_path: Path) -> Iterator[ControlServer]:
 
 CLIENT = """
 import json, sys
-from waagent_guard.control import request
+from waagent_guard.daemon.control import request
 try:
     print(json.dumps({"reply": request(sys.argv[1], {"command": "status"})}))
 except Exception as error:
@@ -188,7 +188,7 @@ def test_a_slow_client_is_dropped_after_the_timeout(
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.connect(str(socket_path))
             client.sendall(b'{"partial": ')
-            with caplog.at_level(logging.WARNING, logger="waagent_guard.control"):
+            with caplog.at_level(logging.WARNING, logger="waagent_guard.daemon.control"):
                 assert control.handle_ready() is True
             client.settimeout(10)
             assert client.recv(100) == b""  # closed without a reply
@@ -216,7 +216,7 @@ def test_a_handler_crash_is_logged_and_answered(
 
     with ControlServer(socket_path, crash) as control:
         control.start()
-        with caplog.at_level(logging.ERROR, logger="waagent_guard.control"):
+        with caplog.at_level(logging.ERROR, logger="waagent_guard.daemon.control"):
             reply = request(socket_path, {"command": "x"})
     assert reply == {"ok": False, "error": "internal error: KeyError: 'boom'"}
     assert "control handler failed" in caplog.text
@@ -235,7 +235,7 @@ def test_nobody_is_refused_by_uid_when_the_socket_mode_lets_it_connect(
     server: ControlServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     os.chmod(server.path, 0o666)  # get past connect() to reach the SO_PEERCRED check
-    with caplog.at_level(logging.WARNING, logger="waagent_guard.control"):
+    with caplog.at_level(logging.WARNING, logger="waagent_guard.daemon.control"):
         result = run_client_as(server.path, gid=NOBODY)
     assert result["error"] == "ControlPermissionError"
     assert "uid 65534 is not root" in result["message"]

@@ -293,7 +293,7 @@ def test_an_expired_lease_that_cannot_be_written_is_retried_not_fatal(
 
 
 def test_a_nan_lease_duration_is_refused(make_guest: MakeGuest, make_daemon: MakeDaemon) -> None:
-    from waagent_guard.control import request
+    from waagent_guard.daemon.control import request
 
     guest, _daemon = ready_daemon(make_guest, make_daemon)
     answer = request(guest.root / "run/waagent-guard/control.sock",

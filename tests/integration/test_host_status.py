@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from tests.integration.guard_harness import Guest, wait_for
-from waagent_guard.agentroot import other_root_of, processes_in_root, same_root
+from waagent_guard.agent.roots import other_root_of, processes_in_root, same_root
 from waagent_guard.cli import main
 from waagent_guard.demo.simagent import lay_demo_guest
 from waagent_guard.sysroot import Sysroot

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from waagent_guard.cli import main
+from waagent_guard.commands.metrics import daemon_pid
 from waagent_guard.demo.simagent import lay_demo_guest
-from waagent_guard.metricscmd import daemon_pid
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -12,14 +12,9 @@ from typing import Optional
 
 import pytest
 
-from waagent_guard.agentcmd import ensure_autorestart
-from waagent_guard.autorestart import (
-    DROP_IN_TEXT,
-    autorestart_configured,
-    drop_in_path,
-    ensure_drop_in,
-)
-from waagent_guard.cli import Context, main
+from waagent_guard.commands.agent import ensure_autorestart
+from waagent_guard.cli import main
+from waagent_guard.context import Context
 from waagent_guard.errors import UsageError, WriteError
 from waagent_guard.service import (
     Binaries,
@@ -30,6 +25,12 @@ from waagent_guard.service import (
     SysvManager,
     UnitState,
     make_service_manager,
+)
+from waagent_guard.service.autorestart import (
+    DROP_IN_TEXT,
+    autorestart_configured,
+    drop_in_path,
+    ensure_drop_in,
 )
 from waagent_guard.settings import Settings
 from waagent_guard.sysroot import Sysroot

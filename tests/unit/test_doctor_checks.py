@@ -29,7 +29,7 @@ from doctor_support import (
 from waagent_guard.doctor.facts import ProbePlan, gather_facts
 from waagent_guard.doctor.findings import Finding, Status, backup_ready, exit_code
 from waagent_guard.doctor.runner import CHECKS, DoctorRunner, check_codes, run_checks
-from waagent_guard.service.runner import CommandResult
+from waagent_guard.execute import CommandResult
 from waagent_guard.service.state import UnitState
 from waagent_guard.settings import Settings
 from waagent_guard.sysroot import VMSNAPSHOT_NAME, Sysroot

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from waagent_guard.eventloop import EventLoop
+from waagent_guard.daemon.loop import EventLoop
 
 
 def wait_until(loop: EventLoop, predicate, timeout: float = 10.0):

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.inprocess import FAILED, INACTIVE, RUNNING, World
-from waagent_guard.exporter import guard_collector
+from waagent_guard.commands.status import guard_summary, render_text, status_document
+from waagent_guard.daemon.exporter import guard_collector
 from waagent_guard.metrics import exposition, make_registry
 from waagent_guard.observe import assess
 from waagent_guard.service import UnitState
-from waagent_guard.status import guard_summary, render_text, status_document
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ def test_two_verbose_cycles_do_not_spend_the_crash_budget(world: World) -> None:
         for op in ("verbose_on", "verbose_off"):
             answer = world.request(op, duration=3600)
             assert answer["ok"] and answer["restart"] == "requested"
-            from waagent_guard.verbose import run_pending_restart
+            from waagent_guard.daemon.leases import run_pending_restart
 
             run_pending_restart(world.guard)
             world.clock.advance(5)
@@ -156,7 +156,7 @@ def test_two_verbose_cycles_do_not_spend_the_crash_budget(world: World) -> None:
 
 
 def test_restarts_on_request_have_their_own_limit(world: World) -> None:
-    from waagent_guard.verbose import MANUAL_RESTART_LIMIT, run_pending_restart
+    from waagent_guard.daemon.leases import MANUAL_RESTART_LIMIT, run_pending_restart
 
     world.start_agent()
     world.guard.reconcile("start")
@@ -239,7 +239,7 @@ def test_a_control_request_is_answered_before_the_restart_it_causes(world: World
     assert answer["ok"] and answer["changed"] and answer["restart"] == "requested"
     assert world.manager.calls == []  # not yet: the answer goes out first
     assert world.guard.pending_manual_restart is not None
-    from waagent_guard.verbose import run_pending_restart
+    from waagent_guard.daemon.leases import run_pending_restart
 
     run_pending_restart(world.guard)
     assert world.manager.calls == ["restart"]
@@ -248,7 +248,7 @@ def test_a_control_request_is_answered_before_the_restart_it_causes(world: World
 # -- item 6: the lease reverts at its expiry ------------------------------------------------
 
 def test_verbose_lease_reverts_at_expiry_with_a_fake_clock(world: World) -> None:
-    from waagent_guard.verbose import run_pending_restart
+    from waagent_guard.daemon.leases import run_pending_restart
 
     world.start_agent()
     world.guard.reconcile("start")
@@ -269,7 +269,7 @@ def test_verbose_lease_reverts_at_expiry_with_a_fake_clock(world: World) -> None
 def test_an_expired_lease_that_cannot_be_written_is_retried_at_the_next_tick(
     world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import waagent_guard.verbose as verbose
+    import waagent_guard.daemon.leases as verbose
     from waagent_guard.errors import WriteError
 
     world.start_agent()

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from waagent_guard.access import Unreadable
 from waagent_guard.agent.process import AgentProcess
+from waagent_guard.commands.status import render_text, status_document
+from waagent_guard.daemon.exporter import guard_collector
 from waagent_guard.demo.simagent import lay_demo_guest
-from waagent_guard.exporter import guard_collector
 from waagent_guard.metrics import MetricsInput, exposition, make_registry
 from waagent_guard.observe import UNKNOWN, Observation, assess, observe
 from waagent_guard.settings import Settings
-from waagent_guard.status import render_text, status_document
 from waagent_guard.sysroot import Sysroot
 
 

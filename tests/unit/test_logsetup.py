@@ -198,7 +198,7 @@ def test_configure_daemon_logging_uses_the_journal_under_systemd(
     )
     assert isinstance(handler, JournalProtocolHandler)
     assert logging.getLogger().level == logging.DEBUG
-    logging.getLogger("waagent_guard.daemon").debug("tick")
+    logging.getLogger("waagent_guard.daemon.guard").debug("tick")
     assert parse_native(sock.recv(65536))["PRIORITY"] == b"7"
 
 
@@ -223,7 +223,7 @@ def test_configure_daemon_logging_under_systemd_without_a_journal_writes_prefixe
         stream=stream,
         journal_socket=tmp_path / "absent.sock",
     )
-    logging.getLogger("waagent_guard.daemon").warning("agent down")
+    logging.getLogger("waagent_guard.daemon.guard").warning("agent down")
     assert stream.getvalue() == f"<4>waagent-guard[{os.getpid()}]: WARNING agent down\n"
 
 
@@ -233,8 +233,8 @@ def test_configure_daemon_logging_outside_systemd_writes_plain_stderr_lines(
     stream = io.StringIO()
     handler = configure_daemon_logging("WARNING", environ={}, stream=stream)
     assert logging.getLogger().handlers == [handler]
-    logging.getLogger("waagent_guard.daemon").info("hidden")
-    logging.getLogger("waagent_guard.daemon").error("shown")
+    logging.getLogger("waagent_guard.daemon.guard").info("hidden")
+    logging.getLogger("waagent_guard.daemon.guard").error("shown")
     assert stream.getvalue() == f"waagent-guard[{os.getpid()}]: ERROR shown\n"
 
 

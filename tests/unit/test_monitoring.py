@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from waagent_guard.agent.process import AgentProcess
+from waagent_guard.daemon.exporter import guard_collector
 from waagent_guard.demo.simagent import lay_demo_guest
-from waagent_guard.exporter import guard_collector
 from waagent_guard.metrics import CheckSample, MetricsInput, exposition, make_registry
 from waagent_guard.observe import observe
 from waagent_guard.service.state import UnitState

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from waagent_guard.notify import Notifier, notify_address, watchdog_interval
+from waagent_guard.daemon.notify import Notifier, notify_address, watchdog_interval
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_a_missing_socket_is_logged_once_and_never_raises(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")}, force_fallback=True)
-    with caplog.at_level(logging.DEBUG, logger="waagent_guard.notify"):
+    with caplog.at_level(logging.DEBUG, logger="waagent_guard.daemon.notify"):
         assert notifier.watchdog() is False
         assert notifier.watchdog() is False
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -157,7 +157,7 @@ def test_a_failing_systemd_notify_is_logged_and_never_raises(
 
     monkeypatch.setenv("NOTIFY_SOCKET", "/nonexistent/notify")
     notifier = Notifier(systemd_notify=broken)
-    with caplog.at_level(logging.WARNING, logger="waagent_guard.notify"):
+    with caplog.at_level(logging.WARNING, logger="waagent_guard.daemon.notify"):
         assert notifier.ready() is False
     assert "cannot notify systemd" in caplog.text
 

@@ -32,6 +32,8 @@ from waagent_guard.bundle.catalogue import NEVER_COLLECT, SECRET_REASON
 from waagent_guard.bundle.plan import CommandEntry, FileEntry, ListingEntry, Skipped, is_secret
 from waagent_guard.bundle.walk import resolve_in_root
 from waagent_guard.errors import WriteError
+from waagent_guard.execute import CommandOutcome as CommandOutcome
+from waagent_guard.execute import run_command as run_command
 from waagent_guard.redact import (
     DEFAULT_MAX_LINE_BYTES,
     DEFAULT_RULES,
@@ -40,8 +42,6 @@ from waagent_guard.redact import (
     Redactor,
     Rule,
 )
-from waagent_guard.service.runner import CommandOutcome as CommandOutcome
-from waagent_guard.service.runner import run_command as run_command
 from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)

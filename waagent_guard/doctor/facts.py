@@ -35,8 +35,8 @@ from waagent_guard.doctor.probes import (
     targets_from_url,
 )
 from waagent_guard.doctor.unitfacts import UnitFacts, unit_facts
+from waagent_guard.execute import CommandRunner, SubprocessRunner
 from waagent_guard.observe import Observation, observe
-from waagent_guard.service.runner import CommandRunner, SubprocessRunner
 from waagent_guard.settings import Settings
 from waagent_guard.sysroot import DHCP_LEASE_GLOBS, VMSNAPSHOT_NAME, Sysroot
 

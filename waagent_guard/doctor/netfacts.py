@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from waagent_guard.errors import GuardError
-from waagent_guard.service.runner import CommandRunner
+from waagent_guard.execute import CommandRunner
 from waagent_guard.sysroot import DHCP_LEASE_GLOBS, Sysroot
 
 log = logging.getLogger(__name__)

@@ -8,18 +8,18 @@ only caller of `subprocess` in the package.
 
 from __future__ import annotations
 
+from waagent_guard.execute import (
+    CommandResult,
+    CommandRunner,
+    SubprocessRunner,
+    describe_command,
+)
 from waagent_guard.service.factory import (
     default_pid_finder,
     detect_manager_kind,
     make_service_manager,
 )
 from waagent_guard.service.manager import Binaries, PidFinder, ServiceManager
-from waagent_guard.service.runner import (
-    CommandResult,
-    CommandRunner,
-    SubprocessRunner,
-    describe_command,
-)
 from waagent_guard.service.scripts import CommandManager, OpenrcManager, SysvManager
 from waagent_guard.service.state import (
     AUTORESTART_POLICIES,

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 from waagent_guard.errors import GuardError, ServiceError
+from waagent_guard.execute import CommandRunner, SubprocessRunner
 from waagent_guard.service.manager import Binaries, PidFinder, ServiceManager
-from waagent_guard.service.runner import CommandRunner, SubprocessRunner
 from waagent_guard.service.scripts import CommandManager, OpenrcManager, SysvManager
 from waagent_guard.service.systemd import (
     SystemdManager,
@@ -85,7 +85,7 @@ def make_service_manager(
     agent = settings.agent
     runner = runner if runner is not None else SubprocessRunner()
     if pid_finder is None:  # only this root's own agent (not a container's or demo's)
-        from waagent_guard.agentroot import root_pid_finder
+        from waagent_guard.agent.roots import root_pid_finder
 
         pid_finder = root_pid_finder(sysroot)
     finder = pid_finder

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
 from waagent_guard.errors import ServiceError
-from waagent_guard.service.runner import CommandResult, CommandRunner, describe_command
+from waagent_guard.execute import CommandResult, CommandRunner, describe_command
 from waagent_guard.service.state import UnitState
 
 log = logging.getLogger(__name__)

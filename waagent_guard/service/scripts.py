@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Optional
 
 from waagent_guard.errors import ConfigError
+from waagent_guard.execute import CommandRunner
 from waagent_guard.service.manager import PidFinder, run_checked
-from waagent_guard.service.runner import CommandRunner
 from waagent_guard.service.state import UnitState
 from waagent_guard.settings import AgentCommandSettings
 

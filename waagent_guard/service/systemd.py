@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 
 from waagent_guard.errors import ServiceError
+from waagent_guard.execute import CommandResult, CommandRunner
 from waagent_guard.service.manager import run_checked
-from waagent_guard.service.runner import CommandResult, CommandRunner
 from waagent_guard.service.state import UnitState, parse_show, unit_state_from_show
 from waagent_guard.sysroot import AGENT_UNIT_NAMES, UNIT_DIRS, Sysroot
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from waagent_guard.doctor.facts import FactSources
-from waagent_guard.service.runner import CommandResult
+from waagent_guard.execute import CommandResult
 from waagent_guard.settings import Settings
 from waagent_guard.sysroot import VMSNAPSHOT_NAME
 

@@ -37,7 +37,7 @@ from waagent_guard.sysroot import (
 )
 
 if TYPE_CHECKING:
-    from waagent_guard.cli import Context
+    from waagent_guard.context import Context
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import os
 import time
 from typing import Any, Optional
 
-from waagent_guard.cli import Context
-from waagent_guard.control import DaemonNotRunningError, request
+from waagent_guard.context import Context
+from waagent_guard.daemon.control import DaemonNotRunningError, request
 from waagent_guard.errors import GuardError, UsageError
 from waagent_guard.lease import begin_lease, end_lease, lease_summary, load_state
 from waagent_guard.observe import resolve_conf_path
@@ -26,7 +26,7 @@ SCHEMA = "waagent-guard/verbose-status/v1"
 
 
 def _who() -> str:
-    from waagent_guard.verbose import user_name
+    from waagent_guard.daemon.leases import user_name
 
     return f"{user_name(os.getuid())} (uid {os.getuid()}, pid {os.getpid()}, no daemon)"
 

@@ -6,7 +6,7 @@ a simulated agent daemon from inside the tree, and runs the real daemon loop
 against it with the `command` service manager. `kill -9` the simulated agent
 and watch the guard bring it back; the metrics URL is printed.
 
-`python -m waagent_guard.democmd start|stop|is-running GUEST` are the argv the
+`python -m waagent_guard.commands.demo start|stop|is-running GUEST` are the argv the
 demo's `command` manager runs (start detaches, like a service manager would).
 """
 
@@ -29,7 +29,7 @@ from typing import Optional
 
 import tomli_w
 
-from waagent_guard.cli import Context
+from waagent_guard.context import Context
 from waagent_guard.errors import UsageError
 from waagent_guard.sysroot import Sysroot
 
@@ -51,7 +51,7 @@ def demo_settings_toml(
     """
 
     def argv(verb: str) -> list[str]:
-        items = [sys.executable, "-m", "waagent_guard.democmd", verb, str(guest)]
+        items = [sys.executable, "-m", "waagent_guard.commands.demo", verb, str(guest)]
         if verb in ("start", "restart"):
             items.extend(agent_args)
         return items
@@ -163,7 +163,7 @@ def stop_agent(guest: Path) -> int:
 def _tool_main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in ("start", "stop", "restart", "is-running"):
         print(
-            "usage: python -m waagent_guard.democmd start|stop|restart|is-running GUEST "
+            "usage: python -m waagent_guard.commands.demo start|stop|restart|is-running GUEST "
             "[AGENT-ARGS...]",
             file=sys.stderr,
         )
@@ -219,7 +219,7 @@ def _cli_command() -> str:
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
-    from waagent_guard.daemon import Guard
+    from waagent_guard.daemon.guard import Guard
     from waagent_guard.logsetup import configure_daemon_logging
     from waagent_guard.settings import load_settings
 

@@ -19,9 +19,9 @@ import struct
 from pathlib import Path
 from typing import Any, Optional
 
-from waagent_guard.cli import Context
+from waagent_guard.context import Context
+from waagent_guard.daemon.exporter import guard_collector
 from waagent_guard.errors import GuardError, UsageError
-from waagent_guard.exporter import guard_collector
 from waagent_guard.fsutil import atomic_write
 from waagent_guard.metrics import CheckSample, MetricsInput, exposition, make_registry
 from waagent_guard.observe import Observation, observe

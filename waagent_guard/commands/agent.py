@@ -11,11 +11,11 @@ import argparse
 import logging
 from typing import TYPE_CHECKING, Callable, Optional
 
-from waagent_guard.autorestart import autorestart_configured, ensure_drop_in
 from waagent_guard.service import CommandRunner, ServiceManager, make_service_manager
+from waagent_guard.service.autorestart import autorestart_configured, ensure_drop_in
 
 if TYPE_CHECKING:
-    from waagent_guard.cli import Context
+    from waagent_guard.context import Context
     from waagent_guard.settings import Settings
     from waagent_guard.sysroot import Sysroot
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Optional
 
 from waagent_guard import __version__
-from waagent_guard.cli import Context
+from waagent_guard.context import Context
 from waagent_guard.observe import Assessment, Observation, assess, observe
 from waagent_guard.service.factory import reading_manager
 from waagent_guard.timeutil import format_duration, iso_utc

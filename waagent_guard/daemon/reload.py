@@ -19,7 +19,7 @@ from waagent_guard.observe import resolve_conf_path
 from waagent_guard.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from waagent_guard.daemon import Guard
+    from waagent_guard.daemon.guard import Guard
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from waagent_guard.errors import GuardError, UsageError
 from waagent_guard.lease import begin_lease, end_lease, expired, lease_summary
 
 if TYPE_CHECKING:
-    from waagent_guard.control import PeerCredentials
-    from waagent_guard.daemon import Guard
+    from waagent_guard.daemon.control import PeerCredentials
+    from waagent_guard.daemon.guard import Guard
 
 log = logging.getLogger(__name__)
 

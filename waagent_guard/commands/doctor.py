@@ -22,7 +22,7 @@ from waagent_guard.settings import Settings
 from waagent_guard.sysroot import Sysroot
 
 if TYPE_CHECKING:
-    from waagent_guard.cli import Context
+    from waagent_guard.context import Context
 
 log = logging.getLogger(__name__)
 

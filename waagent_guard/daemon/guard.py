@@ -25,9 +25,9 @@ from waagent_guard.agent.log import (
     guest_timezone,
 )
 from waagent_guard.agent.tail import READ_SLICE_BYTES
-from waagent_guard.cli import Context
+from waagent_guard.context import Context
+from waagent_guard.daemon.loop import EventLoop, Wakeup
 from waagent_guard.errors import GuardError
-from waagent_guard.eventloop import EventLoop, Wakeup
 from waagent_guard.metrics import MetricsInput
 from waagent_guard.observe import (
     Observation,
@@ -60,8 +60,8 @@ class Guard:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        from waagent_guard.daemon.notify import Notifier
         from waagent_guard.lease import load_state
-        from waagent_guard.notify import Notifier
         from waagent_guard.service import make_service_manager
 
         self.sysroot = sysroot
@@ -129,7 +129,7 @@ class Guard:
             log.warning("%s", problem)
 
     def _start_control(self) -> None:
-        from waagent_guard.control import ControlServer, group_id
+        from waagent_guard.daemon.control import ControlServer, group_id
 
         socket_path = self.sysroot.path(self.settings.control.socket)
         from waagent_guard.fsutil import make_directory
@@ -142,7 +142,7 @@ class Guard:
         self.loop.register(self.control, "control")
 
     def _start_metrics(self) -> None:
-        from waagent_guard.exporter import maybe_exporter
+        from waagent_guard.daemon.exporter import maybe_exporter
 
         self.http = maybe_exporter(
             self.settings.metrics, lambda: self.published, config_path=self.config_path
@@ -165,7 +165,7 @@ class Guard:
         self._start_checks()
 
     def _start_checks(self) -> None:
-        from waagent_guard.checker import CheckWorker
+        from waagent_guard.daemon.doctor_worker import CheckWorker
         from waagent_guard.doctor.runner import DoctorRunner
 
         runner = DoctorRunner(self.sysroot, self.settings, clock=self.clock)
@@ -244,7 +244,7 @@ class Guard:
             if item == "control" and self.control is not None:
                 self.control.handle_ready()
         if self.pending_manual_restart is not None:
-            from waagent_guard.verbose import run_pending_restart
+            from waagent_guard.daemon.leases import run_pending_restart
 
             run_pending_restart(self)  # the request was answered above
         now = self.monotonic()
@@ -375,7 +375,7 @@ class Guard:
         log.debug("reconciled (%s): %s", why, self.status_line())
 
     def _apply_policy(self, observation: Observation) -> None:
-        from waagent_guard.restarter import apply_policy
+        from waagent_guard.daemon.restarts import apply_policy
 
         self.next_policy_wake = apply_policy(self, observation)
 
@@ -449,7 +449,7 @@ class Guard:
 
     # -- config reload --
     def reload(self) -> None:
-        from waagent_guard.reload import reload
+        from waagent_guard.daemon.reload import reload
 
         reload(self)
 
@@ -468,12 +468,12 @@ class Guard:
         return max(expiry, self.lease_retry_at or 0.0)
 
     def _expire_lease(self) -> None:
-        from waagent_guard.verbose import expire_if_due
+        from waagent_guard.daemon.leases import expire_if_due
 
         expire_if_due(self)
 
     def handle_request(self, request: dict[str, Any], peer: Any) -> dict[str, Any]:
-        from waagent_guard.verbose import handle_request
+        from waagent_guard.daemon.leases import handle_request
 
         try:
             return handle_request(self, request, peer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from waagent_guard.cli import Context
+from waagent_guard.context import Context
 from waagent_guard.settings import load_settings, render_settings
 
 

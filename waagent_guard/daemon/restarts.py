@@ -29,7 +29,7 @@ from waagent_guard.policy import (
 )
 
 if TYPE_CHECKING:
-    from waagent_guard.daemon import Guard
+    from waagent_guard.daemon.guard import Guard
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The CLI commands: each module's `run(args, context) -> int` is one subcommand."""

@@ -1,0 +1,1 @@
+"""`waagent-guard run`: the long-running guard (see docs/ARCHITECTURE.md)."""
