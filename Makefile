@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv demo test lint unit e2e deb rpm wheelhouse wheelhouse-lock guard-toml bench bench-quick clean repo fleet
+.PHONY: venv demo test lint unit e2e torture deb rpm wheelhouse wheelhouse-lock guard-toml bench bench-quick clean repo fleet
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml scripts/bootstrap
@@ -21,6 +21,13 @@ $(VENV)/.stamp-demo: pyproject.toml scripts/bootstrap
 # unless run as root with systemd-nspawn; CI sets WG_E2E=required).
 test: venv
 	$(PY) -m pytest --cov=waagent_guard --cov-report=term-missing --cov-fail-under=90 $(PYTEST_ARGS)
+
+# The standing torture suite (tests/torture, docs/SECURITY.md): hostile loads and
+# faults, each printing one figure; bounded in time, loopback only. Also in CI.
+torture: venv
+	rm -f out/torture.txt; mkdir -p out
+	WG_TORTURE=1 WG_TORTURE_REPORT=$(abspath out/torture.txt) $(PY) -m pytest tests/torture -q $(PYTEST_ARGS)
+	cat out/torture.txt
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
