@@ -346,11 +346,12 @@ def m_absurd_mtime(path: Path, rng: random.Random) -> str:
     return f"mtime {moment}"
 
 
-def m_flip_name(path: Path, rng: random.Random) -> str:
-    """Rename the file or one of its parent directories with a mangled name."""
+def m_flip_name(path: Path, rng: random.Random, root: Optional[Path] = None) -> str:
+    """Rename the file or one of its parent directories (inside the tree) with a mangled name."""
     if not path.exists() and not path.is_symlink():
         return m_garbage(path, rng)
-    parts = [path] + [p for p in path.parents][:3]
+    inside = [p for p in path.parents if root is not None and root in p.parents]
+    parts = [path] + inside[:2]
     victim = rng.choice([p for p in parts if p.name and p.name != "proc"] or [path])
     name = victim.name
     styles = (
@@ -420,7 +421,8 @@ def mutate(root: Path, rng: random.Random) -> list[str]:
         else:
             mutation = rng.choice(CONTENT_MUTATIONS)
         try:
-            what = mutation(path, rng)
+            what = (m_flip_name(path, rng, root) if mutation is m_flip_name
+                    else mutation(path, rng))
         except OSError as error:
             what = f"{mutation.__name__} failed: {error}"
         done.append(f"{relative}: {what}")
@@ -522,9 +524,9 @@ def run_case(seed: int, index: int, top: Path, commands: Sequence[str],
     case_top = top / f"c{index}"
     case_top.mkdir()
     try:
-        root, mutations = case_tree(seed, index, case_top)
         out = case_top / "out"
         out.mkdir()
+        root, mutations = case_tree(seed, index, case_top)
         outcomes = [run_command(command, root, out, timeout) for command in commands]
     finally:
         with contextlib.suppress(OSError):
