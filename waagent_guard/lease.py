@@ -89,8 +89,8 @@ def load_state(
         return _discard(path, f"larger than {MAX_STATE_BYTES} bytes", quarantine, clock)
     try:
         return GuardState.model_validate(json.loads(data))
-    except (ValueError, ValidationError) as error:
-        first_line = str(error).splitlines()[0]
+    except (ValueError, ValidationError, RecursionError) as error:
+        first_line = (str(error).splitlines() or [type(error).__name__])[0]
         return _discard(path, f"not valid guard state ({first_line})", quarantine, clock)
 
 

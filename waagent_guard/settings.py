@@ -14,6 +14,7 @@ from typing import Any, List, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from waagent_guard.errors import ConfigError, PermissionDeniedError
+from waagent_guard.fsutil import NotRegularFile, UndecodableFile, read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -212,6 +213,8 @@ def parse_settings(text: str, source: str = "guard.toml") -> Settings:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: not valid TOML: {error}; fix the syntax") from error
+    except RecursionError as error:
+        raise ConfigError(f"{source}: not valid TOML: nested too deeply; fix the syntax") from error
     try:
         return Settings.model_validate(document)
     except ValidationError as error:
@@ -219,26 +222,28 @@ def parse_settings(text: str, source: str = "guard.toml") -> Settings:
         raise ConfigError("\n".join(lines)) from error
 
 
+# guard.toml is a few KiB; anything this large is not a config file.
+MAX_SETTINGS_BYTES = 1024 * 1024
+
+
 def load_settings(path: Path, *, required: bool = False) -> Settings:
     """Load `path`; a missing file gives the defaults unless `required`."""
     try:
-        raw = path.read_bytes()
+        text = read_text(path, MAX_SETTINGS_BYTES, errors="strict")
     except FileNotFoundError:
         if required:
             raise ConfigError(f"{path}: no such file; create it or pass another path") from None
         return Settings()
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
+    except NotRegularFile as error:
+        raise ConfigError(f"{path}: is {error.kind}, expected a TOML file") from None
     except PermissionError:  # not a config error: exit 77 like every permission problem
         raise PermissionDeniedError(
             f"{path}: permission denied; run as root or make it readable (chmod 0644)"
         ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(
-            f"{path}: not UTF-8 (byte {error.start}); save the file as UTF-8"
-        ) from error
+    except UndecodableFile as error:
+        raise ConfigError(f"{path}: {error.strerror}; save the file as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read it: {error.strerror or error}") from None
     return parse_settings(text, str(path))
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+# The largest epoch second a datetime can show (9999-12-31T23:59:59Z); guest files and
+# mtimes may hold anything, and a time outside 1970..9999 is shown as absent.
+MAX_EPOCH_SECONDS = 253402300799.0
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
@@ -49,11 +53,26 @@ def format_duration(seconds: float) -> str:
     return "".join(parts)
 
 
+def sane_epoch(timestamp: float | None) -> float | None:
+    """`timestamp` when it is a finite epoch second between 0 and year 9999, else None."""
+    if timestamp is None or not math.isfinite(timestamp) or not 0 <= timestamp <= MAX_EPOCH_SECONDS:
+        return None
+    return timestamp
+
+
 def iso_utc(timestamp: float | None) -> str | None:
-    """Epoch seconds -> '2026-11-26T05:34:01Z' (None stays None)."""
+    """Epoch seconds -> '2026-11-26T05:34:01Z' (None, or a time outside 1970..9999, -> None).
+
+    Guest files and their mtimes may hold any number; an absurd one is shown as
+    absent rather than crashing the report.
+    """
+    timestamp = sane_epoch(timestamp)
     if timestamp is None:
         return None
-    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    try:
+        moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + (
         f".{moment.microsecond:06d}Z" if moment.microsecond else "Z"
     )

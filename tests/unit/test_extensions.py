@@ -268,7 +268,9 @@ def test_fifo_is_never_opened(tmp_path: Path) -> None:
     os.mkfifo(directory / "config" / "HandlerStatus")
     handler = scan_lib_dir(tmp_path, now=NOW).handler("Pub.Ext")
     assert handler is not None
-    assert handler.problems == (f"{directory}/config/HandlerStatus: is not a regular file",)
+    assert handler.problems == (
+        f"{directory}/config/HandlerStatus: is a FIFO (named pipe), not a regular file",
+    )
 
 
 def test_oversized_json_is_not_read(tmp_path: Path) -> None:
@@ -441,7 +443,7 @@ def test_symlink_loops_are_problems(tmp_path: Path) -> None:
     (directory / "status").symlink_to(directory / "status")
     (handler,) = scan_lib_dir(tmp_path, now=NOW).handlers
     assert len(handler.problems) == 2
-    assert "HandlerState: cannot stat" in handler.problems[0]
+    assert "HandlerState: cannot read (Too many levels of symbolic links)" in handler.problems[0]
     assert "status: cannot list" in handler.problems[1]
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -249,14 +250,14 @@ def test_emfile_reading_a_process_is_an_error_not_an_empty_answer(
 ) -> None:
     proc = make_proc(tmp_path)
     add_process(proc, 499, DAEMON_ARGV)
-    real_open = open
+    real_open = os.open
 
-    def no_fds(path: object, *args: object, **kwargs: object) -> object:
+    def no_fds(path: Any, *args: Any, **kwargs: Any) -> int:
         if str(path).endswith("cmdline"):
             raise OSError(errno.EMFILE, "Too many open files")
-        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr("builtins.open", no_fds)
+    monkeypatch.setattr("os.open", no_fds)
     with pytest.raises(ProcessScanError, match="Too many open files"):
         find_agent_processes(proc)
 

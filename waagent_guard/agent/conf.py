@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from waagent_guard.errors import ConfigError, InputError, PermissionDeniedError
-from waagent_guard.fsutil import atomic_write, read_bounded
+from waagent_guard.fsutil import FileTooLarge, NotRegularFile, atomic_write, read_file
 from waagent_guard.sysroot import (
     DEFAULT_EXTENSION_LOG_DIR,
     DEFAULT_LIB_DIR,
@@ -334,23 +334,21 @@ def _encode(key: str, text: str) -> bytes:
 def _read_conf(path: Path) -> bytes:
     """The file's bytes, or a typed error naming the path and the fix."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CONF_BYTES + 1)
+        return read_file(path, MAX_CONF_BYTES)[0]
     except FileNotFoundError as error:
         raise InputError(f"{path}: not found") from error
-    except IsADirectoryError as error:
-        raise InputError(f"{path}: is a directory, not the agent's config file") from error
+    except NotRegularFile as error:
+        raise InputError(f"{path}: is {error.kind}, not the agent's config file") from error
     except PermissionError as error:
         raise PermissionDeniedError(
             f"{path}: cannot read it ({error.strerror}); run as root"
         ) from error
-    except OSError as error:
-        raise InputError(f"{path}: cannot read it ({error.strerror or error})") from error
-    if len(data) > MAX_CONF_BYTES:
+    except FileTooLarge as error:
         raise InputError(
             f"{path}: larger than {MAX_CONF_BYTES >> 20} MiB; not a waagent.conf, not read"
-        )
-    return data
+        ) from error
+    except OSError as error:
+        raise InputError(f"{path}: cannot read it ({error.strerror or error})") from error
 
 
 def load_conf(path: Path) -> ConfDocument:
@@ -414,7 +412,7 @@ def _os_release(sysroot: Sysroot) -> dict[str, str]:
     fields: dict[str, str] = {}
     for candidate in ("/etc/os-release", "/usr/lib/os-release"):
         try:
-            data = read_bounded(sysroot.path(candidate), 64 * 1024)[0]
+            data = read_file(sysroot.path(candidate), 64 * 1024, oversize="truncate")[0]
         except OSError:
             continue
         for line in data.decode("utf-8", "replace").splitlines():

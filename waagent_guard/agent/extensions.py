@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from waagent_guard.fsutil import read_bounded
+from waagent_guard.fsutil import FileTooLarge, NotRegularFile, read_file
 
 logger = logging.getLogger(__name__)
 
@@ -212,25 +212,17 @@ class _Unreadable(Exception):
 def _read_regular(path: Path, limit: int) -> bytes:
     """The bytes of a regular file, at most `limit`; raises FileNotFoundError or _Unreadable."""
     try:
-        info = os.stat(path)
+        return read_file(path, limit)[0]
     except FileNotFoundError:
         raise
-    except OSError as error:
-        raise _Unreadable(f"{path}: cannot stat ({error.strerror or error})") from error
-    if stat.S_ISDIR(info.st_mode):
-        raise _Unreadable(f"{path}: is a directory, expected a file")
-    if not stat.S_ISREG(info.st_mode):
-        # A FIFO or device would block or stream forever: never open one.
-        raise _Unreadable(f"{path}: is not a regular file")
-    try:
-        data, truncated = read_bounded(path, limit)
-    except FileNotFoundError:
-        raise
+    except NotRegularFile as error:
+        # A FIFO or device would block or stream forever: never opened.
+        expected = "expected a file" if error.kind == "a directory" else "not a regular file"
+        raise _Unreadable(f"{path}: is {error.kind}, {expected}") from error
+    except FileTooLarge as error:
+        raise _Unreadable(f"{path}: larger than {limit} bytes, not read") from error
     except OSError as error:
         raise _Unreadable(f"{path}: cannot read ({error.strerror or error})") from error
-    if truncated:
-        raise _Unreadable(f"{path}: larger than {limit} bytes, not read")
-    return data
 
 
 def _read_text(path: Path, limit: int) -> str:
@@ -251,6 +243,10 @@ def _read_json(path: Path) -> Any:
         raise _Unreadable(
             f"{path}: malformed JSON ({error.msg} at line {error.lineno} column {error.colno})"
         ) from error
+    except RecursionError as error:
+        raise _Unreadable(f"{path}: malformed JSON (nested too deeply)") from error
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise _Unreadable(f"{path}: malformed JSON ({error})") from error
 
 
 def _optional_str(value: Any) -> Optional[str]:

@@ -29,6 +29,7 @@ this module re-exports them so `waagent_guard.agent.log` is the one name to impo
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -37,6 +38,8 @@ from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Optional
 from zoneinfo import ZoneInfo
+
+from waagent_guard.fsutil import read_file
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,8 @@ _THREAD_NAME = re.compile(
     r"(?:MainThread|Thread-\d+|[A-Z][A-Za-z]*(?:Handler|Collector|Monitor|Thread))"
 )
 _ZONEINFO_MARKER = "/zoneinfo/"
+# A TZif file is a few KiB; the largest in tzdata is under 4 KiB.
+MAX_TZIF_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -126,14 +131,23 @@ def guest_timezone(sysroot_etc_localtime: Path) -> tzinfo:
         key = target.split(_ZONEINFO_MARKER, 1)[1]
         try:
             return ZoneInfo(key)
-        except (ValueError, OSError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        except Exception:
             logger.debug("%s: zone %r not known here; reading the file", path, key)
     try:
-        with open(path, "rb") as handle:
-            return ZoneInfo.from_file(handle, key=str(path))
-    except (OSError, ValueError) as error:
-        logger.info("%s: cannot read the guest time zone (%s); assuming UTC", path, error)
+        data = read_file(path, MAX_TZIF_BYTES)[0]
+    except OSError as error:
+        if not isinstance(error, FileNotFoundError):
+            logger.info("%s: cannot read the guest time zone (%s); assuming UTC", path,
+                        error.strerror or error)
         return _UTC
+    try:
+        zone = ZoneInfo.from_file(io.BytesIO(data), key=str(path))
+        datetime(2000, 1, 1, tzinfo=zone).utcoffset()  # a zone that cannot answer is no zone
+    except Exception as error:
+        logger.info("%s: not a valid time zone file (%s); assuming UTC", path,
+                    type(error).__name__)
+        return _UTC
+    return zone
 
 
 def _default_timezone() -> tzinfo:

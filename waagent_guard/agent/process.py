@@ -13,11 +13,15 @@ while being read is skipped silently: that is normal, not a problem.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from waagent_guard.fsutil import FileTooLarge, NotRegularFile, read_file, read_text
+from waagent_guard.timeutil import MAX_EPOCH_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +211,7 @@ def classify_cmdline(argv: tuple[str, ...]) -> Optional[tuple[str, Optional[str]
 
 def _read_proc_file(path: Path) -> bytes:
     try:
-        with open(path, "rb") as handle:
-            return handle.read(MAX_PROC_FILE_BYTES)
+        return read_file(path, MAX_PROC_FILE_BYTES, oversize="truncate")[0]
     except (FileNotFoundError, ProcessLookupError) as error:
         raise _Vanished(str(path)) from error
 
@@ -227,12 +230,17 @@ def _stat_fields(process_dir: Path) -> list[str]:
 
 def _boot_time(proc_root: Path) -> Optional[float]:
     try:
-        with open(proc_root / "stat", "rb") as handle:
-            for line in handle.read(MAX_PROC_FILE_BYTES).decode("ascii", "replace").splitlines():
-                if line.startswith("btime "):
-                    return float(line.split()[1])
-    except (OSError, ValueError, IndexError):
+        text = read_text(proc_root / "stat", MAX_PROC_FILE_BYTES, encoding="ascii",
+                         oversize="truncate")
+    except OSError:
         return None
+    for line in text.splitlines():
+        if line.startswith("btime "):
+            try:
+                boot = float(line.split()[1])
+            except (ValueError, IndexError):
+                return None
+            return boot if math.isfinite(boot) and 0 <= boot < MAX_EPOCH_SECONDS else None
     return None
 
 
@@ -380,18 +388,17 @@ def pidfile_value(data: bytes) -> tuple[Optional[int], Optional[str]]:
 def check_pidfile(path: Path, proc_root: Path) -> PidfileState:
     """Classify the agent's pidfile the way the agent will act on it at start."""
     path = Path(path)
-    if path.is_dir():
-        return PidfileState(path, None, PIDFILE_INVALID, None)  # not os.path.isfile
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_PIDFILE_BYTES + 1)
+        data = read_file(path, MAX_PIDFILE_BYTES)[0]
     except FileNotFoundError:
         return PidfileState(path, None, PIDFILE_ABSENT, None)
+    except FileTooLarge:
+        return PidfileState(path, None, PIDFILE_INVALID, None, note="longer than 4 KiB")
+    except NotRegularFile as error:  # a directory is not os.path.isfile for the agent either
+        return PidfileState(path, None, PIDFILE_INVALID, None, note=error.strerror)
     except OSError as error:
         logger.debug("cannot read pidfile %s: %s", path, error)
-        return PidfileState(path, None, PIDFILE_INVALID, None)
-    if len(data) > MAX_PIDFILE_BYTES:
-        return PidfileState(path, None, PIDFILE_INVALID, None, note="longer than 4 KiB")
+        return PidfileState(path, None, PIDFILE_INVALID, None, note=error.strerror)
     pid, problem = pidfile_value(data)
     if pid is None:
         return PidfileState(

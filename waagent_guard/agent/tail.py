@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Optional
 
 from waagent_guard.errors import InputError, PermissionDeniedError
+from waagent_guard.fsutil import open_regular, read_file
 
 logger = logging.getLogger(__name__)
 
@@ -253,14 +254,12 @@ def rotated_logs(path: Path) -> list[Path]:
 
 
 def _plain_tail(path: Path, budget: int) -> bytes:
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        start = max(0, size - budget)
-        if start == 0:
-            return handle.read(size)
-        handle.seek(start - 1)
-        data = handle.read(size - start + 1)
-    newline = data.find(b"\n")  # data[0] is the byte before `start`: align to a line start
+    # One byte more than the budget: when the file is longer, data[0] is the byte before
+    # the tail, which tells whether the tail starts at a line start.
+    data, _ = read_file(path, budget + 1, oversize="tail")
+    if len(data) <= budget:
+        return data
+    newline = data.find(b"\n")
     return data[newline + 1 :] if newline >= 0 else b""
 
 
@@ -269,7 +268,7 @@ def _gzip_tail(path: Path, budget: int) -> bytes:
     # tail starts at a line start (as `_plain_tail` reads the byte before `start`).
     tail = bytearray()
     total = 0
-    with gzip.open(path, "rb") as handle:
+    with os.fdopen(open_regular(path), "rb") as raw, gzip.GzipFile(fileobj=raw) as handle:
         while True:
             chunk = handle.read(READ_CHUNK_BYTES)
             if not chunk:
@@ -288,8 +287,7 @@ def _gzip_tail(path: Path, budget: int) -> bytes:
 
 
 def _tail_bytes(path: Path, budget: int) -> bytes:
-    with open(path, "rb") as handle:
-        magic = handle.read(2)
+    magic = read_file(path, 2, oversize="truncate")[0]
     return _gzip_tail(path, budget) if magic == _GZIP_MAGIC else _plain_tail(path, budget)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Optional, Union, cast
 
+from waagent_guard import fsutil
 from waagent_guard.bundle.catalogue import NEVER_COLLECT, SECRET_REASON
 from waagent_guard.bundle.plan import CommandEntry, FileEntry, ListingEntry, Skipped, is_secret
 from waagent_guard.bundle.walk import resolve_in_root
@@ -56,9 +57,12 @@ Opener = Callable[[Path], int]
 
 
 def open_regular(path: Path) -> int:
-    """Open for reading without following a final symlink or blocking on a FIFO."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-    return os.open(path, flags)
+    """Open for reading without following a final symlink or blocking on a FIFO.
+
+    The guard's one opener (`fsutil.open_regular`, O_NOFOLLOW here): anything but a
+    regular file is refused with `NotRegularFile`.
+    """
+    return fsutil.open_regular(path, nofollow=True)
 
 
 class MemberSink:
@@ -208,8 +212,11 @@ class SourceReader:
             yield Skipped(entry.source, "vanished before it was read", entry.item)
             return
         except OSError as error:
-            if error.errno == errno.ELOOP:
+            if error.errno == errno.ELOOP or (isinstance(error, fsutil.NotRegularFile)
+                                              and error.kind == "a symbolic link"):
                 reason = "became a symlink while read, not followed"
+            elif isinstance(error, fsutil.NotRegularFile):
+                reason = f"replaced while read ({error.kind}), never read"
             else:
                 reason = f"unreadable: {error.strerror or error}"
             yield Skipped(entry.source, reason, entry.item)

@@ -27,6 +27,7 @@ from waagent_guard.bundle.sources import CommandRunner, Opener, open_regular, ru
 from waagent_guard.bundle.walk import list_files
 from waagent_guard.bundle.writer import BundleResult, BundleWriter, check_destination
 from waagent_guard.errors import UsageError, WriteError
+from waagent_guard.fsutil import read_text
 from waagent_guard.redact import DEFAULT_RULES, Rule
 from waagent_guard.sysroot import (
     AGENT_UNIT_NAMES,
@@ -130,7 +131,7 @@ def host_name(sysroot: Sysroot) -> str:
         name = socket.gethostname()
     else:
         try:
-            name = sysroot.path("/etc/hostname").read_text(encoding="utf-8", errors="replace")
+            name = read_text(sysroot.path("/etc/hostname"), 4096, oversize="truncate")
         except OSError:
             name = ""
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name.strip().split("\n")[0])[:64].strip("._")

@@ -33,6 +33,7 @@ from waagent_guard.errors import (
     ServiceError,
     WriteError,
 )
+from waagent_guard.fsutil import read_text
 from waagent_guard.logsetup import decision_fields
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ def supplementary_groups(pid: int, proc_root: Path = Path("/proc")) -> tuple[int
     if pid <= 0:  # the peer lives in another pid namespace
         return ()
     try:
-        text = (proc_root / str(pid) / "status").read_text(encoding="ascii", errors="replace")
+        text = read_text(proc_root / str(pid) / "status", 64 * 1024, encoding="ascii",
+                         oversize="truncate")
     except OSError:
         return ()
     for line in text.splitlines():

@@ -14,8 +14,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from waagent_guard.agent.process import MAX_PROC_FILE_BYTES
 from waagent_guard.doctor.pressure import CpuTimes, cpu_percent, parse_meminfo, parse_proc_stat
 from waagent_guard.doctor.runner import DoctorRunner
+from waagent_guard.fsutil import read_text
 from waagent_guard.metrics import CheckSample
 
 log = logging.getLogger(__name__)
@@ -78,8 +80,10 @@ class CheckWorker:
     def sample_pressure(self, now: float) -> None:
         """Feed one tick's CPU (since the previous tick) and memory use to the windows."""
         try:
-            stat = parse_proc_stat((self._proc_root / "stat").read_text("ascii", "replace"))
-            memory = parse_meminfo((self._proc_root / "meminfo").read_text("ascii", "replace"))
+            stat = parse_proc_stat(read_text(self._proc_root / "stat", MAX_PROC_FILE_BYTES,
+                                             encoding="ascii", oversize="truncate"))
+            memory = parse_meminfo(read_text(self._proc_root / "meminfo", MAX_PROC_FILE_BYTES,
+                                             encoding="ascii", oversize="truncate"))
         except OSError:
             return
         cpu = None

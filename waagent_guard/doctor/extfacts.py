@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
+from waagent_guard.fsutil import read_file
 from waagent_guard.observe import Observation
 from waagent_guard.redact import redact_text
 from waagent_guard.settings import Settings
@@ -52,12 +53,10 @@ def scrub(text: str) -> str:
 
 
 def _tail(path: Path, limit: int) -> str:
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > limit:
-            handle.seek(size - limit)
-            handle.readline()  # drop the partial first line
-        return handle.read(limit).decode("utf-8", "replace")
+    data, truncated = read_file(path, limit, oversize="tail")
+    if truncated:
+        data = data.partition(b"\n")[2]  # drop the partial first line
+    return data.decode("utf-8", "replace")
 
 
 def extension_log_facts(sysroot: Sysroot, log_dir: str, name: str = VMSNAPSHOT_NAME
@@ -113,9 +112,8 @@ def storage_target(settings: Settings, observation: Observation) -> Optional[Sto
     if path is None:
         return None
     try:
-        with open(path, "rb") as stream:
-            document = json.loads(stream.read(MAX_SETTINGS_BYTES))
-    except (OSError, ValueError) as error:
+        document = json.loads(read_file(path, MAX_SETTINGS_BYTES)[0])
+    except (OSError, ValueError, RecursionError) as error:
         log.debug("cannot read %s: %s", path, error)
         return None
     host = _blob_host(document)

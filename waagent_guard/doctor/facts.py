@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from waagent_guard.access import Unreadable, blocked, first_covering
+from waagent_guard.agent.process import MAX_PROC_FILE_BYTES
 from waagent_guard.doctor import netfacts
 from waagent_guard.doctor.extfacts import (
     ExtensionLogFacts,
@@ -36,6 +37,7 @@ from waagent_guard.doctor.probes import (
 )
 from waagent_guard.doctor.unitfacts import UnitFacts, unit_facts
 from waagent_guard.execute import CommandRunner, SubprocessRunner
+from waagent_guard.fsutil import read_text
 from waagent_guard.observe import Observation, observe
 from waagent_guard.settings import Settings
 from waagent_guard.sysroot import DHCP_LEASE_GLOBS, VMSNAPSHOT_NAME, Sysroot
@@ -147,7 +149,8 @@ class Facts:
 
 def _read_proc_stat(sysroot: Sysroot) -> Optional[str]:
     try:
-        return (sysroot.proc / "stat").read_text(encoding="ascii", errors="replace")
+        return read_text(sysroot.proc / "stat", MAX_PROC_FILE_BYTES, encoding="ascii",
+                         oversize="truncate")
     except OSError:
         return None
 
@@ -183,7 +186,8 @@ def _resources(sysroot: Sysroot, sources: FactSources) -> ResourceFacts:
         if cpu is None:
             missing.append("no CPU time passed between two /proc/stat samples (a copied /proc?)")
     try:
-        memory = parse_meminfo((sysroot.proc / "meminfo").read_text("ascii", "replace"))
+        memory = parse_meminfo(read_text(sysroot.proc / "meminfo", MAX_PROC_FILE_BYTES,
+                                         encoding="ascii", oversize="truncate"))
     except OSError:
         memory = None
     if memory is None:

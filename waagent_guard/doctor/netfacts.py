@@ -17,6 +17,7 @@ from typing import Optional
 
 from waagent_guard.errors import GuardError
 from waagent_guard.execute import CommandRunner
+from waagent_guard.fsutil import read_text
 from waagent_guard.sysroot import DHCP_LEASE_GLOBS, Sysroot
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,7 @@ def _expand(sysroot: Sysroot, pattern: str) -> list[str]:
 
 def _read_text(path: str) -> Optional[str]:
     try:
-        with open(path, "rb") as handle:
-            return handle.read(MAX_LEASE_BYTES).decode("utf-8", "replace")
+        return read_text(path, MAX_LEASE_BYTES, oversize="truncate")
     except OSError:
         return None
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from waagent_guard.fsutil import read_text
 from waagent_guard.observe import Observation
 from waagent_guard.service.state import AUTORESTART_POLICIES, UnitState
 from waagent_guard.settings import Settings
@@ -31,6 +32,9 @@ _PACKAGES = {
     "azurelinux": "WALinuxAgent", "sles": "python-azure-agent",
     "opensuse-leap": "python-azure-agent",
 }
+
+MAX_OS_RELEASE_BYTES = 64 * 1024
+MAX_UNIT_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ class UnitFacts:
 def os_release_id(sysroot: Sysroot) -> str:
     for candidate in ("/etc/os-release", "/usr/lib/os-release"):
         try:
-            text = sysroot.path(candidate).read_text("utf-8", "replace")
+            text = read_text(sysroot.path(candidate), MAX_OS_RELEASE_BYTES, oversize="truncate")
         except OSError:
             continue
         for line in text.splitlines():
@@ -105,8 +109,7 @@ def _unit_name(sysroot: Sysroot, settings: Settings, observation: Observation) -
 
 def _restart_in(path: str) -> Optional[str]:
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read(256 * 1024).splitlines()
+        lines = read_text(path, MAX_UNIT_BYTES, oversize="truncate").splitlines()
     except OSError:
         return None
     section = ""

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from waagent_guard.errors import UsageError, write_failure
-from waagent_guard.fsutil import atomic_write, make_directory
+from waagent_guard.fsutil import atomic_write, make_directory, read_file
 from waagent_guard.service import ServiceManager, UnitState
 from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)
 
 DROP_IN_DIR = "/etc/systemd/system"
+MAX_DROP_IN_BYTES = 64 * 1024
 DROP_IN_NAME = "50-waagent-guard-autorestart.conf"
 
 DROP_IN_TEXT = """\
@@ -77,7 +78,7 @@ def ensure_drop_in(
     path = drop_in_path(sysroot, manager.unit)
     data = DROP_IN_TEXT.encode("utf-8")
     try:
-        current = path.read_bytes()
+        current = read_file(path, MAX_DROP_IN_BYTES, oversize="truncate")[0]
     except (FileNotFoundError, NotADirectoryError):  # absent; mkdir below says why
         current = None
     except OSError as error:
