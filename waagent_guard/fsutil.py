@@ -181,6 +181,9 @@ def open_regular(path: str | os.PathLike[str], *, nofollow: bool = False) -> int
         if nofollow and error.errno == errno.ELOOP and os.path.islink(path):
             raise NotRegularFile(path, "a symbolic link") from error
         raise
+    except ValueError as error:  # a NUL in a path read from a guest file
+        raise FileRefused(os.fspath(path).replace("\0", "\\0"),
+                          "the path holds a NUL byte; no such file can exist") from error
     try:
         kind = node_kind(os.fstat(fd).st_mode)
         if kind is not None:

@@ -307,7 +307,7 @@ def test_oversized_file_is_not_read(tmp_path: Path) -> None:
         handle.truncate(MAX_CONF_BYTES + 1)  # sparse: cheap
     document = load_conf(path)
     assert document.lines == ()
-    assert "larger than 64 MiB" in document.problems[0]
+    assert "larger than 16 MiB" in document.problems[0]
 
 
 def test_symlinked_file_is_read_through_the_link(tmp_path: Path) -> None:

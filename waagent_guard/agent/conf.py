@@ -37,7 +37,7 @@ from waagent_guard.sysroot import (
 logger = logging.getLogger(__name__)
 
 # A waagent.conf is a few KiB; refuse to slurp (or rewrite) anything absurd.
-MAX_CONF_BYTES = 64 * 1024 * 1024
+MAX_CONF_BYTES = 16 * 1024 * 1024
 
 # The agent's switches and their code defaults (azurelinuxagent/common/conf.py,
 # __SWITCH_OPTIONS__ plus switches read directly), as of upstream 2.15; the oracle tests
@@ -252,7 +252,14 @@ def _value_problems(document: ConfDocument) -> list[str]:
     paths = effective_path_lines(document)
     for key in PATH_KEYS:
         path_line = paths.get(key)
-        if path_line is None or path_line.value is None or path_line.value.startswith("/"):
+        if path_line is None or path_line.value is None:
+            continue
+        if "\0" in path_line.value:
+            problems.append((path_line.number, f"line {path_line.number}: {key} holds a NUL "
+                             f"byte; no file can have that name: set an absolute path such as "
+                             f"{STRING_DEFAULTS[key]}"))
+            continue
+        if path_line.value.startswith("/"):
             continue
         line, value = path_line, path_line.value
         resolved = agent_path(value)
@@ -345,7 +352,7 @@ def _read_conf(path: Path) -> bytes:
         ) from error
     except FileTooLarge as error:
         raise InputError(
-            f"{path}: larger than {MAX_CONF_BYTES >> 20} MiB; not a waagent.conf, not read"
+            f"{path}: larger than {MAX_CONF_BYTES >> 20} MiB; not a waagent.conf (a few KiB), not read"
         ) from error
     except OSError as error:
         raise InputError(f"{path}: cannot read it ({error.strerror or error})") from error
@@ -533,6 +540,10 @@ def agent_config(document: ConfDocument, agent_version: Optional[str] = None) ->
         value = string(key)
         if key == "Pid.File" and not value:
             return ""
+        if "\0" in value:  # no file can have that name: look at the default (a problem says so)
+            default = STRING_DEFAULTS[key]
+            assert default is not None
+            return default
         return agent_path(value)
 
     def integer(key: str) -> Optional[int]:

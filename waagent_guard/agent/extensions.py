@@ -366,6 +366,10 @@ def _status_file(
         )
         problems.append(f"{path}: {what}; the agent reports the status as error")
         return ExtensionStatus(sequence, "error", None, None, None, mtime)
+    except (RecursionError, ValueError) as error:  # nested too deeply, a 5,000-digit number
+        what = "nested too deeply" if isinstance(error, RecursionError) else str(error)[:80]
+        problems.append(f"{path}: malformed JSON ({what}); the agent reports the status as error")
+        return ExtensionStatus(sequence, "error", None, None, None, mtime)
     return parse_status_document(document, path, sequence, mtime, problems)
 
 

@@ -180,7 +180,7 @@ def _extract(path: Path, contents: BundleContents, max_total_bytes: int) -> None
         else:
             try:
                 contents.manifest = json.loads(manifest_path.read_bytes())
-            except ValueError as error:
+            except (ValueError, RecursionError) as error:
                 contents.problems.append(f"{MANIFEST_NAME}: not valid JSON ({error})")
     else:
         contents.problems.append(f"{MANIFEST_NAME}: missing")
