@@ -351,7 +351,7 @@ def m_flip_name(path: Path, rng: random.Random, root: Optional[Path] = None) -> 
     if not path.exists() and not path.is_symlink():
         return m_garbage(path, rng)
     inside = [p for p in path.parents if root is not None and root in p.parents]
-    parts = [path] + inside[:2]
+    parts = [path, *inside[:2]]
     victim = rng.choice([p for p in parts if p.name and p.name != "proc"] or [path])
     name = victim.name
     styles = (
@@ -435,7 +435,7 @@ def case_tree(seed: int, index: int, top: Path) -> tuple[Path, list[str]]:
     kind = BASE_KINDS[index % len(BASE_KINDS)]
     root = top / f"case{index}"
     build_base(kind, root)
-    return root, [f"base {kind}"] + mutate(root, rng)
+    return root, [f"base {kind}", *mutate(root, rng)]
 
 
 # -- running and classifying -------------------------------------------------------------------

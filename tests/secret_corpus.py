@@ -101,6 +101,9 @@ TEXT_FORMS: dict[str, bytes] = {
 }
 
 BLOCK_FORMS: dict[str, bytes] = {
+    # A YAML block quoted mid-line (a log message or an exception quoting cloud.cfg).
+    "chpasswd_block_quoted": b"failed to apply chpasswd:\n  list: |\n    root:CANARY1\n"
+                             b"    azure:CANARY2",
     "pem_private_key": b"-----BEGIN RSA PRIVATE KEY-----\nMIIE\nCANARY\n-----END RSA PRIVATE KEY-----",  # noqa: E501
     "pem_openssh_key": (
         b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nCANARY\n"

@@ -180,6 +180,13 @@ def open_regular(path: str | os.PathLike[str], *, nofollow: bool = False) -> int
     except OSError as error:
         if nofollow and error.errno == errno.ELOOP and os.path.islink(path):
             raise NotRegularFile(path, "a symbolic link") from error
+        if error.errno == errno.ENXIO:  # a socket (or a device with no driver)
+            try:
+                kind = node_kind(os.stat(path).st_mode)
+            except OSError:
+                kind = None
+            if kind is not None:
+                raise NotRegularFile(path, kind) from error
         raise
     except ValueError as error:  # a NUL in a path read from a guest file
         raise FileRefused(os.fspath(path).replace("\0", "\\0"),

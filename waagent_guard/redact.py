@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Optional, Union
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 log = logging.getLogger(__name__)
 
@@ -646,7 +646,11 @@ class Redactor:
             if rule.indented:
                 out.append(match.group(0) + b" " + MARKER + line[len(line.rstrip(b"\r\n")):])
                 self._indent = len(line) - len(line.lstrip(b" \t-"))
-                self._active = rule if not rest[:match.start()].strip(b" \t-") else None
+                # A block when the key starts the line, or when nothing follows it (a YAML
+                # block quoted mid-line, e.g. in a log message: its lines are indented below).
+                tail = rest[match.end():].strip()
+                self._active = rule if (not rest[:match.start()].strip(b" \t-")
+                                        or tail in (b"", b"|", b">", b"|-", b">-")) else None
                 rest = b""
                 break
             if rule.keep_tokens:
@@ -786,6 +790,22 @@ def redact_text(text: str) -> str:
         "\n" if text.endswith("\n") else "")
 
 
+def redact_value(value: Any) -> Any:
+    """Every string inside a JSON-like value (dicts, lists, tuples) through `redact_text`.
+
+    Reports built from guest files (status, doctor findings) pass through this once,
+    before they are rendered as text or JSON: a secret quoted by any field is gone
+    from both, and is never split by line wrapping first.
+    """
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_value(item) for item in value)
+    return value
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that redacts each record's message and string `extra=` fields.
 
@@ -805,4 +825,12 @@ class RedactingFilter(logging.Filter):
         for name, value in list(record.__dict__.items()):
             if name.isupper() and isinstance(value, str):
                 setattr(record, name, redact_text(value))
+        if record.exc_info and not record.exc_text:
+            # The formatter would render the traceback after this filter: an exception
+            # message quoting a guest file would reach the log unredacted.
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
         return True

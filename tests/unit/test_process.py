@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 

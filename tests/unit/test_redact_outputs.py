@@ -21,6 +21,7 @@ from waagent_guard.redact import (
     gate_matches,
     redact_bytes,
     redact_text,
+    redact_value,
 )
 
 
@@ -140,3 +141,28 @@ def test_secrets_spread_over_block_forms_never_survive_a_stream_that_starts_mid_
         redactor = Redactor(starts_mid_stream=True)
         out = redactor.feed(data) + redactor.finish()
         assert CANARY not in out, name
+
+
+def test_a_traceback_quoting_a_secret_is_redacted_in_the_daemon_log() -> None:
+    """An exception message carries guest text; the formatter renders it after filters."""
+    stream = io.StringIO()
+    configure_daemon_logging("info", environ={}, stream=stream)
+    try:
+        for form in ALL_FORMS.values():
+            try:
+                raise ValueError(form.decode("utf-8", "surrogateescape"))
+            except ValueError:
+                logging.getLogger("waagent_guard.redaction_outputs").exception("failed")
+    finally:
+        logging.getLogger().handlers.clear()
+    assert "ValueError" in stream.getvalue()
+    assert "CANARY" not in stream.getvalue()
+
+
+def test_redact_value_reaches_every_string_of_a_report() -> None:
+    document = {"handler_state": "params sv=1&sig=CANARY&se=2", "n": 3,
+                "list": [("Authorization: Bearer CANARYx", None)],
+                "proxy": "http://user:CANARYpw@proxy.example:3128"}
+    redacted = redact_value(document)
+    assert "CANARY" not in repr(redacted)
+    assert redacted["n"] == 3 and isinstance(redacted["list"][0], tuple)

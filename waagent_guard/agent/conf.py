@@ -352,7 +352,7 @@ def _read_conf(path: Path) -> bytes:
         ) from error
     except FileTooLarge as error:
         raise InputError(
-            f"{path}: larger than {MAX_CONF_BYTES >> 20} MiB; not a waagent.conf (a few KiB), not read"
+            f"{path}: larger than {MAX_CONF_BYTES >> 20} MiB; not a waagent.conf, not read"
         ) from error
     except OSError as error:
         raise InputError(f"{path}: cannot read it ({error.strerror or error})") from error

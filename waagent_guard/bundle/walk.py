@@ -71,7 +71,7 @@ def resolve_in_root(sysroot: Sysroot, host_path: str) -> Optional[str]:
         candidate = sysroot.root.joinpath(*resolved, part)
         try:
             mode = os.lstat(candidate).st_mode
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in a name read from a guest file
             return None
         if not stat.S_ISLNK(mode):
             resolved.append(part)

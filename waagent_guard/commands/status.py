@@ -16,6 +16,7 @@ from typing import Any, Optional
 from waagent_guard import __version__
 from waagent_guard.context import Context
 from waagent_guard.observe import Assessment, Observation, assess, observe
+from waagent_guard.redact import redact_value
 from waagent_guard.service.factory import reading_manager
 from waagent_guard.timeutil import format_duration, iso_utc
 
@@ -301,10 +302,11 @@ def run(args: argparse.Namespace, context: Context) -> int:
     manager = reading_manager(settings, context.sysroot)
     observation = observe(context.sysroot, settings, manager=manager)
     assessment = assess(observation)
-    document = status_document(
+    # Values quote guest files (handler state, proxy, messages): redacted before either view.
+    document = redact_value(status_document(
         observation, assessment, lease=_lease(context),
         guard=guard_summary(context.sysroot.path(settings.daemon.state_file)),
-    )
+    ))
     if args.json:
         json.dump(document, context.stdout, indent=2, sort_keys=False)
         context.stdout.write("\n")

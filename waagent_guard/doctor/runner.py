@@ -20,6 +20,7 @@ from waagent_guard.doctor.catalogue import CATALOGUE, render_template, spec
 from waagent_guard.doctor.facts import Facts, FactSources, ProbePlan, gather_facts, probe_decision
 from waagent_guard.doctor.findings import CheckResult, Finding, Status, backup_ready
 from waagent_guard.doctor.pressure import PressureWindow
+from waagent_guard.redact import redact_text, redact_value
 from waagent_guard.settings import Settings
 from waagent_guard.sysroot import VMSNAPSHOT_NAME, Sysroot
 
@@ -100,10 +101,12 @@ def run_checks(
             title=render_template(item.title, fields),
             cause=item.cause,
             severity=item.severity,
-            summary=result.summary,
-            evidence=result.evidence,
+            # Summaries, evidence and remedies quote guest files: redacted once, here.
+            summary=redact_text(result.summary),
+            evidence=redact_value(result.evidence),
             # A skipped check saw nothing to fix: a remedy there would act on a guess.
-            remedy="" if result.status is Status.SKIPPED else render_template(item.remedy, fields),
+            remedy="" if result.status is Status.SKIPPED
+            else redact_text(render_template(item.remedy, fields)),
             link=item.link,
             duration_seconds=duration,
             checked_at=clock(),
