@@ -278,3 +278,16 @@ def test_status_and_doctor_never_show_a_secret_quoted_by_guest_files(tmp_path: P
         code = main([*argv, "--root", str(root)], stdout=out, stderr=out)
         assert code in fuzzing.OK_EXITS
         assert "CANARY" not in out.getvalue(), argv
+
+
+@pytest.mark.parametrize("node", ["fifo", "dev_zero", "directory"])
+def test_doctor_bundle_refuses_an_archive_path_that_is_not_a_regular_file(
+    tmp_path: Path, node: str
+) -> None:
+    path = tmp_path / "bundle.tar.gz"
+    NODES[node](path, random.Random(0))
+    err = io.StringIO()
+    with fuzzing._alarm(20.0):
+        code = main(["doctor", "--bundle", str(path)], stdout=io.StringIO(), stderr=err)
+    assert code == 65
+    assert "not a regular file" in err.getvalue() and err.getvalue().count("\n") == 1

@@ -20,9 +20,10 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 from waagent_guard.errors import GuardError, InputError, SecretLeakError
+from waagent_guard.fsutil import open_regular
 from waagent_guard.redact import DEFAULT_RULES, Rule, find_leaks
 from waagent_guard.sysroot import Sysroot
 
@@ -139,16 +140,23 @@ def _extract(path: Path, contents: BundleContents, max_total_bytes: int) -> None
     root.mkdir(mode=0o700)
     total = 0
     members: list[str] = []
+    handle: Optional[BinaryIO] = None
     try:
-        archive = tarfile.open(path, "r:*")  # noqa: SIM115 (closed below)
+        # The one opener: a FIFO or device given as --bundle is refused, never read.
+        handle = os.fdopen(open_regular(path), "rb")
+        archive = tarfile.open(fileobj=handle, mode="r:*")  # noqa: SIM115 (closed below)
     except FileNotFoundError as error:
         raise InputError(f"{path}: no such bundle; pass the archive `waagent-guard bundle` "
                          "wrote") from error
     except (tarfile.TarError, OSError) as error:
-        first = (str(error).splitlines() or [type(error).__name__])[0].rstrip(":")
+        if handle is not None:
+            handle.close()
+        reason = getattr(error, "strerror", None) or (
+            str(error).splitlines() or [type(error).__name__])[0]
+        first = reason.rstrip(":")
         raise InputError(f"{path}: not a bundle archive (tar.gz or tar.xz): {first}; "
                          "pass the archive `waagent-guard bundle` wrote") from error
-    with archive:
+    with handle, archive:
         try:
             for member in archive:
                 parts = _safe_parts(member.name)
