@@ -291,3 +291,11 @@ def test_doctor_bundle_refuses_an_archive_path_that_is_not_a_regular_file(
         code = main(["doctor", "--bundle", str(path)], stdout=io.StringIO(), stderr=err)
     assert code == 65
     assert "not a regular file" in err.getvalue() and err.getvalue().count("\n") == 1
+
+
+def test_a_lib_dir_name_too_long_for_the_filesystem_is_not_a_crash(tmp_path: Path) -> None:
+    """Found by the 2,000-tree torture run: Path.exists() raised ENAMETOOLONG in doctor."""
+    root = _tree(tmp_path)
+    with open(root / "etc/waagent.conf", "a", encoding="utf-8") as handle:
+        handle.write("Lib.Dir=/" + "a" * 5000 + "\n")
+    assert _verdicts(root, tmp_path / "out") == dict.fromkeys(fuzzing.COMMANDS, "ok")

@@ -204,7 +204,8 @@ def _disk(label: str, host_path: str, sysroot: Sysroot, sources: FactSources) ->
     path = sysroot.path(host_path)
     # The directory may be missing on a copied tree: measure its nearest existing parent.
     probe_path = path
-    while not probe_path.exists() and probe_path != probe_path.parent:
+    # os.path.exists: a name too long (ENAMETOOLONG from a 5,000-character Lib.Dir) is absent.
+    while not os.path.exists(probe_path) and probe_path != probe_path.parent:
         probe_path = probe_path.parent
     try:
         stats = sources.statvfs(str(probe_path))
