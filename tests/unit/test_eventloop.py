@@ -55,7 +55,7 @@ def test_the_agent_exit_is_seen_through_its_pidfd() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         loop.watch_pid(child.pid)
-        assert loop.uses_pidfd
+        assert loop.poll_interval is None  # a pidfd follows it, no /proc poll
         assert not loop.wait(0.1).agent_exited
         child.kill()
         wait_until(loop, lambda wakeup, _p: wakeup.agent_exited)

@@ -151,10 +151,6 @@ class EventLoop:
             return
         self._selector.register(self._pidfd, selectors.EVENT_READ, "pidfd")
 
-    @property
-    def uses_pidfd(self) -> bool:
-        return self._pidfd is not None
-
     def _close_pidfd(self) -> None:
         if self._pidfd is not None:
             with contextlib.suppress(KeyError, ValueError):

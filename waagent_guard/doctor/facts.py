@@ -243,13 +243,16 @@ def gather_facts(
     *,
     offline: Optional[bool] = None,
     bundle: bool = False,
-    log_signals: Any = None,
+    observation: Optional[Observation] = None,
 ) -> Facts:
-    """Read everything once; probes run in the background while the rest is read."""
+    """Read everything once; probes run in the background while the rest is read.
+
+    `observation`: one already made (the daemon's loop publishes one per pass);
+    without it the agent is observed here, asking `sources.manager` if set."""
     sources = sources or FactSources()
     offline = (not sysroot.is_host) if offline is None else offline
-    observation = observe(sysroot, settings, manager=sources.manager, log_signals=log_signals,
-                          clock=sources.clock)
+    if observation is None:
+        observation = observe(sysroot, settings, manager=sources.manager, clock=sources.clock)
     targets, storage, proxy = plan_targets(settings, observation)
     doctor = settings.doctor
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wg-doctor") as background:
