@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Optional
 from zoneinfo import ZoneInfo
 
+from waagent_guard.agent.logevents import LEVELS
+
 logger = logging.getLogger(__name__)
 
-LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR")
 PREFIXES = frozenset({"Daemon", "ExtHandler", "LogCollector", "Firewall"})
 
 # A record that keeps growing with continuation lines (a binary file, a runaway

@@ -29,7 +29,8 @@ LAST_MESSAGE_CHARS = 300
 MAX_SUBJECTS = 50  # distinct extension names kept per event; the rest count as "other"
 OTHER_SUBJECT = "other"
 SEVERITIES = ("warn", "fail")
-_LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR")
+# The agent's log levels, in order (the one definition: the parser and metrics use it).
+LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ class LogSignals:
         self.last_heartbeat: Optional[datetime] = None
         self.last_record_time: Optional[datetime] = None
         self.record_count = 0
-        self.counts_by_level: dict[str, int] = dict.fromkeys(_LEVELS, 0)
+        self.counts_by_level: dict[str, int] = dict.fromkeys(LEVELS, 0)
         self.events: dict[str, EventStat] = {event.name: EventStat() for event in self.catalogue}
         # Substring tests are ten times cheaper than regex searches: most records
         # contain none of the keywords and cost no regex at all.
