@@ -47,6 +47,8 @@ from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)
 
+ManagerFactory = Callable[[Settings, Sysroot], ServiceManager]
+
 # The reconciliation a debounced file event asks for: it re-reads files but does not
 # ask the service manager again (the agent's exit is seen through its pidfd).
 FILES = "files"
@@ -65,14 +67,16 @@ class Guard:
         notifier: Optional[ServiceNotifier] = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        make_manager: ManagerFactory = make_service_manager,
     ) -> None:
         self.sysroot = sysroot
         self.settings = settings
         self.config_path = config_path
         self.clock = clock
         self.monotonic = monotonic
+        self.make_manager = make_manager  # again after a reload that changes [agent]
         self.manager: ServiceManager = (
-            manager if manager is not None else make_service_manager(settings, sysroot)
+            manager if manager is not None else make_manager(settings, sysroot)
         )
         self.notifier: ServiceNotifier = notifier if notifier is not None else Notifier()
         self.store = StateFile(sysroot.path(settings.daemon.state_file))
@@ -392,7 +396,7 @@ class Guard:
         self.leases.settings = new.verbose
         self.leases.retry_seconds = new.daemon.tick_seconds
         if plan.new_manager:
-            self.manager = make_service_manager(new, self.sysroot)
+            self.manager = self.make_manager(new, self.sysroot)
             self.restarts.manager = self.manager
             self.leases.manager = self.manager
             self.leases.conf_path = resolve_conf_path(self.sysroot, new)
