@@ -37,6 +37,7 @@ from waagent_guard.doctor.probes import (
 from waagent_guard.doctor.unitfacts import UnitFacts, unit_facts
 from waagent_guard.execute import CommandRunner, SubprocessRunner
 from waagent_guard.observe import Observation, observe
+from waagent_guard.service.manager import ServiceManager
 from waagent_guard.settings import Settings
 from waagent_guard.sysroot import DHCP_LEASE_GLOBS, VMSNAPSHOT_NAME, Sysroot
 
@@ -162,7 +163,7 @@ class FactSources:
     statvfs: Callable[[str], os.statvfs_result] = os.statvfs
     euid: Callable[[], int] = os.geteuid
     clock: Callable[[], float] = time.time
-    manager: Any = None  # a ServiceManager; None = no live unit state
+    manager: Optional[ServiceManager] = None  # None: no live unit state
     pressure: Optional[tuple[Optional[bool], Optional[bool], float]] = None  # cpu, mem, window
     verbose_lease: Optional[Mapping[str, Any]] = None
 
