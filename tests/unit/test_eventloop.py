@@ -89,3 +89,20 @@ def test_signals_arrive_through_the_wakeup_socket() -> None:
         assert signal.SIGHUP in wakeup.signals
     finally:
         loop.close()
+
+
+def test_signals_blocked_by_the_parent_still_reach_the_loop() -> None:
+    """A guard started with SIGTERM blocked (an inherited mask) must still stop on it;
+    the mask is put back when the loop closes."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    loop = EventLoop()
+    try:
+        loop.install_signal_handlers()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert loop.wait(10).signals == [signal.SIGTERM]
+    finally:
+        loop.close()
+        handler = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a SIGTERM left pending
+        blocked = signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        signal.signal(signal.SIGTERM, handler)
+    assert signal.SIGTERM in blocked  # restored as the parent had it
