@@ -55,9 +55,11 @@ $(WHEELHOUSE)/requirements.lock: packaging/wheelhouse/requirements.lock packagin
 wheelhouse-lock: venv
 	$(PY) packaging/wheelhouse/lock.py
 
-# The packaged default config: every key commented out (a test checks it).
+# The packaged default config (every key commented out) and its man page guard.toml(5),
+# both rendered from the settings model (a test checks each).
 guard-toml: venv
 	$(PY) packaging/render-guard-toml.py >packaging/guard.toml
+	$(PY) packaging/render-guard-toml-man.py >packaging/guard.toml.5
 
 # PKG_VERSION=X.Y.Z stamps another version into the build's copy of the tree
 # (packaging/set-version; the tests publish 0.1.1 this way). Releases bump the
