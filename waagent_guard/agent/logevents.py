@@ -16,12 +16,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
+from waagent_guard.agent.record import LEVELS, LogRecord
 from waagent_guard.redact import redact_text
-
-if TYPE_CHECKING:
-    from waagent_guard.agent.log import LogRecord
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +27,6 @@ LAST_MESSAGE_CHARS = 300
 MAX_SUBJECTS = 50  # distinct extension names kept per event; the rest count as "other"
 OTHER_SUBJECT = "other"
 SEVERITIES = ("warn", "fail")
-# The agent's log levels, in order (the one definition: the parser and metrics use it).
-LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from waagent_guard.agent.roots import ProcessFinder
 from waagent_guard.context import Context
 from waagent_guard.daemon.control import ControlServer, group_id
 from waagent_guard.daemon.doctor_worker import CheckWorker
@@ -67,16 +68,24 @@ class Guard:
         notifier: Optional[ServiceNotifier] = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
-        make_manager: ManagerFactory = make_service_manager,
+        make_manager: Optional[ManagerFactory] = None,
     ) -> None:
         self.sysroot = sysroot
         self.settings = settings
         self.config_path = config_path
         self.clock = clock
         self.monotonic = monotonic
-        self.make_manager = make_manager  # again after a reload that changes [agent]
+        # One finder for the loop's observations and the manager's PID lookups: a full
+        # /proc scan only every 20th look (agent/roots.py).
+        self.find_processes = ProcessFinder()
+        # Called again after a reload that changes [agent].
+        self.make_manager: ManagerFactory = (
+            make_manager
+            if make_manager is not None
+            else lambda new, root: make_service_manager(new, root, processes=self.find_processes)
+        )
         self.manager: ServiceManager = (
-            manager if manager is not None else make_manager(settings, sysroot)
+            manager if manager is not None else self.make_manager(settings, sysroot)
         )
         self.notifier: ServiceNotifier = notifier if notifier is not None else Notifier()
         self.store = StateFile(sysroot.path(settings.daemon.state_file))
@@ -300,6 +309,7 @@ class Guard:
             manager=self.manager if ask_manager or previous is None else None,
             log_signals=self.feed.signals,
             clock=self.clock,
+            find_processes=self.find_processes,
         )
         if not ask_manager and previous is not None:
             observation = dataclasses.replace(
