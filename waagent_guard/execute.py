@@ -1,4 +1,7 @@
-"""The one place the guard runs external commands (systemctl, service, rc-service, ...).
+"""The one place the package runs external commands (systemctl, service, rc-service, ...).
+
+The only module of waagent_guard that imports `subprocess` (tests/unit/test_layout.py
+checks it), so environment, sessions and timeouts of every child are read here.
 
 `CommandRunner` is the injectable interface: an argv list and a timeout in,
 `(returncode, stdout, stderr)` out. `SubprocessRunner` is the production
@@ -18,11 +21,16 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, NamedTuple, Optional, Protocol
+from typing import IO, Any, BinaryIO, NamedTuple, Optional, Protocol, Union
 
 from waagent_guard.errors import ServiceError
 
 log = logging.getLogger(__name__)
+
+# A started child and its wait timeout, for the demo's simulated agent (spawn()).
+Child = subprocess.Popen
+TimeoutExpired = subprocess.TimeoutExpired
+DEVNULL = subprocess.DEVNULL
 
 
 class CommandResult(NamedTuple):
@@ -40,12 +48,20 @@ def describe_command(argv: Sequence[str]) -> str:
     return shlex.join(list(argv))
 
 
+# sd_notify(3) / sd_watchdog_enabled(3) variables systemd gave the guard: a child that
+# inherited them could send READY=1 or WATCHDOG=1 in the guard's name (systemctl does
+# not, but a configured command or an init script might).
+NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
 def command_environment(
     base_env: Optional[Mapping[str, str]] = None, extra_env: Optional[Mapping[str, str]] = None
 ) -> dict[str, str]:
     """The environment of every command the guard runs."""
     env = dict(os.environ if base_env is None else base_env)
     env.update(extra_env or {})
+    for name in NOTIFY_VARIABLES:
+        env.pop(name, None)
     # Parsers expect English, untranslated output (systemctl, service, ip).
     env["LC_ALL"] = "C"
     # No pager and no colour even if a caller's environment asks for them.
@@ -146,3 +162,32 @@ def run_command(
     except subprocess.TimeoutExpired:
         _kill_group(process)
         return CommandOutcome(None, f"timed out after {timeout:g} s")
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[str] = None,
+    stdout: Union[int, IO[Any], None] = None,
+    stderr: Union[int, IO[Any], None] = None,
+    new_session: bool = False,
+) -> Child[bytes]:
+    """Start argv (no shell, stdin closed) and return it without waiting.
+
+    Only for the demo: the simulated agent starting its ExtHandler child and the
+    demo's `start` verb detaching it like a service manager would
+    (`new_session=True`). The environment is the caller's, unchanged: a simulated
+    agent is not a command the guard parses.
+    """
+    log.debug("starting %s", describe_command(argv))
+    child: Child[bytes] = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=None if env is None else dict(env),
+        cwd=cwd,
+        start_new_session=new_session,
+    )
+    return child
