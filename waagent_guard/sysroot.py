@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from waagent_guard.fsutil import read_text
-
 # Where distributions put the agent's configuration, in the order the guard tries them.
 WAAGENT_CONF_CANDIDATES = (
     "/etc/waagent.conf",
@@ -97,12 +95,3 @@ class Sysroot:
             if resolved.exists():
                 return resolved
         return self.path(WAAGENT_CONF_CANDIDATES[0])
-
-    def is_azure(self) -> bool:
-        """Whether the machine identifies as Azure by its DMI chassis asset tag."""
-        try:
-            tag = read_text(self.path(DMI_CHASSIS_ASSET_TAG), 4096, encoding="ascii",
-                            oversize="truncate")
-        except OSError:
-            return False
-        return tag.strip() == AZURE_ASSET_TAG

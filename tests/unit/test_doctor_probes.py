@@ -249,7 +249,4 @@ def test_azure_host_runs_probes(tmp_path: Path) -> None:
         def is_host(self) -> bool:
             return True
 
-        def is_azure(self) -> bool:
-            return True
-
-    assert probe_decision(AzureHost(tmp_path), "auto").run
+    assert probe_decision(AzureHost(tmp_path), "auto", azure=lambda sysroot: True).run

@@ -40,12 +40,17 @@ def test_sysroot_finds_the_per_distro_config(tmp_path: Path) -> None:
 
 
 def test_azure_is_recognised_by_its_asset_tag(tmp_path: Path) -> None:
+    from waagent_guard.doctor.facts import is_azure
+
     root = Sysroot(tmp_path)
-    assert not root.is_azure()
+    assert not is_azure(root)
     tag = tmp_path / "sys/class/dmi/id/chassis_asset_tag"
     tag.parent.mkdir(parents=True)
     tag.write_text(AZURE_ASSET_TAG + "\n")
-    assert root.is_azure()
+    assert is_azure(root)
+    tag.unlink()
+    tag.symlink_to("/dev/zero")  # refused by the one reader, never read
+    assert not is_azure(root)
 
 
 def test_atomic_write_keeps_mode_and_leaves_no_temp_file(tmp_path: Path) -> None:

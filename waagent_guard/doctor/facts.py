@@ -41,7 +41,13 @@ from waagent_guard.fsutil import read_text
 from waagent_guard.observe import Observation, observe
 from waagent_guard.service.manager import ServiceManager
 from waagent_guard.settings import Settings
-from waagent_guard.sysroot import DHCP_LEASE_GLOBS, VMSNAPSHOT_NAME, Sysroot
+from waagent_guard.sysroot import (
+    AZURE_ASSET_TAG,
+    DHCP_LEASE_GLOBS,
+    DMI_CHASSIS_ASSET_TAG,
+    VMSNAPSHOT_NAME,
+    Sysroot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +62,19 @@ class ProbePlan:
     reason: str
 
 
+def is_azure(sysroot: Sysroot) -> bool:
+    """Whether the machine identifies as Azure by its DMI chassis asset tag."""
+    try:
+        tag = read_text(sysroot.path(DMI_CHASSIS_ASSET_TAG), 4096, encoding="ascii",
+                        oversize="truncate")
+    except OSError:
+        return False
+    return tag.strip() == AZURE_ASSET_TAG
+
+
 def probe_decision(
-    sysroot: Sysroot, setting: str, *, probe_flag: bool = False, no_probe_flag: bool = False
+    sysroot: Sysroot, setting: str, *, probe_flag: bool = False, no_probe_flag: bool = False,
+    azure: Optional[Callable[[Sysroot], bool]] = None,
 ) -> ProbePlan:
     """The safety rule: only on an Azure host and never under --root, unless asked."""
     if no_probe_flag:
@@ -71,7 +88,7 @@ def probe_decision(
     if not sysroot.is_host:
         return ProbePlan(False, f"offline diagnosis under --root {sysroot.root} "
                                 "(probes would test this machine, not that disk; --probe forces)")
-    if not sysroot.is_azure():
+    if not (azure or is_azure)(sysroot):
         return ProbePlan(False, "not an Azure VM (DMI chassis asset tag does not match; "
                                 "--probe forces)")
     return ProbePlan(True, "Azure VM detected (DMI chassis asset tag)")
