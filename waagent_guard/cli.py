@@ -283,6 +283,9 @@ def main(
     debug = bool(args.debug)
     if args.command != "run":
         _configure_logging(debug)
+        from waagent_guard.fsutil import isolate_reads
+
+        isolate_reads(True)  # a read stuck in a hung filesystem fails the read, not the command
     context = Context(
         sysroot=Sysroot.of(args.root),
         config_path=Path(args.config) if args.config else None,

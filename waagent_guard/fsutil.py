@@ -104,6 +104,18 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
 
 # A read slower than this (a hung network filesystem, a trickling FUSE file) is an error.
 READ_TIMEOUT_SECONDS = 5.0
+# Whether reads outside /proc and /sys run in a short-lived thread, so that even a read
+# stuck in the kernel (a hung NFS mount) returns ReadTimedOut. That costs a thread per
+# read (0.1-0.6 ms): one-shot commands turn it on (`isolate_reads`); the daemon reads
+# on its loop without it, and a loop stuck in the kernel is the systemd watchdog's
+# (WatchdogSec=60: the guard is restarted).
+_isolate = False
+
+
+def isolate_reads(enabled: bool) -> None:
+    """Run reads of files outside /proc and /sys in a thread (see `read_file`)."""
+    global _isolate
+    _isolate = enabled
 READ_CHUNK = 64 * 1024
 _NODE_KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -249,6 +261,7 @@ def read_file(
     nofollow: bool = False,
     timeout: Optional[float] = READ_TIMEOUT_SECONDS,
     clock: Callable[[], float] = time.monotonic,
+    isolate: Optional[bool] = None,
 ) -> tuple[bytes, bool]:
     """The one bounded reader of files the guard does not own: (data, truncated).
 
@@ -258,16 +271,19 @@ def read_file(
       with `oversize="truncate"`, the first `max_bytes` and truncated=True, with
       `oversize="tail"` the last `max_bytes` (logs). The size is never trusted for
       the cap: /proc files say 0 and have content;
-    - within `timeout` seconds: a slow read is `ReadTimedOut`; outside /proc and
-      /sys, open and read run in a short-lived thread, so even a read stuck in a hung
-      filesystem returns `ReadTimedOut` to the caller (the stuck thread is left behind);
+    - within `timeout` seconds: a slow read is `ReadTimedOut` (checked between
+      64 KiB chunks); with `isolate` (default: `isolate_reads`, on for one-shot
+      commands), outside /proc and /sys, open and read run in a short-lived thread, so
+      even a read stuck in a hung filesystem returns `ReadTimedOut` to the caller (the
+      stuck thread is left behind);
     - every failure is an OSError (`FileNotFoundError`, `PermissionError`, or a
       `FileRefused` whose strerror says why), so callers' `except OSError` holds.
     """
     if max_bytes < 0:
         raise ValueError("max_bytes must be >= 0")
     tail = oversize == "tail"
-    if timeout is None or _is_kernel_file(path):
+    threaded = _isolate if isolate is None else isolate
+    if timeout is None or not threaded or _is_kernel_file(path):
         data = _read_now(path, max_bytes, nofollow, timeout or float("inf"), clock, tail)
     else:
         data = _read_in_thread(path, max_bytes, nofollow, timeout, clock, tail)

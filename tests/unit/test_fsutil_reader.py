@@ -158,7 +158,7 @@ def test_a_read_stuck_in_the_kernel_returns_an_error_to_the_caller(
     monkeypatch.setattr(fsutil, "_read_now", stuck)
     try:
         with pytest.raises(ReadTimedOut):
-            read_file(path, 10, timeout=0.05)
+            read_file(path, 10, timeout=0.05, isolate=True)
     finally:
         release.set()  # let the left-behind reader finish (the suite checks for leaks)
         for thread in threading.enumerate():
@@ -168,7 +168,11 @@ def test_a_read_stuck_in_the_kernel_returns_an_error_to_the_caller(
 
 def test_errors_from_the_reading_thread_reach_the_caller(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        read_file(tmp_path / "absent", 10)
+        read_file(tmp_path / "absent", 10, isolate=True)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(NotRegularFile):
+        read_file(tmp_path / "d", 10, isolate=True)
+    assert read_file(__file__, 1 << 20, isolate=True)[0].startswith(b'"""')
     (tmp_path / "secret").write_bytes(b"x")
     os.chmod(tmp_path / "secret", 0)
     if os.geteuid() != 0:
