@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from waagent_guard.agent.conf import clean_stale_edits
 from waagent_guard.agent.log import (
     LogSignals,
     LogTailer,
@@ -106,6 +107,7 @@ class Guard:
         """Arm every event source; READY is sent by `serve()` only after this returns."""
         settings = self.settings
         log_path = self.sysroot.path(settings.agent.log_path)
+        clean_stale_edits(self.conf_path, self.sysroot)  # left by a guard killed mid-edit
         self._open_tailer()
         try:
             self.signals = read_log_signals(log_path, self.sysroot)

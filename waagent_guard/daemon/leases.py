@@ -82,7 +82,9 @@ def expire_if_due(guard: Guard) -> None:
     if guard.lease_retry_at is not None and guard.clock() < guard.lease_retry_at:
         return
     try:
-        state, changed = end_lease(guard.conf_path, guard.state, at_expiry=True)
+        state, changed = end_lease(
+            guard.conf_path, guard.state, at_expiry=True, sysroot=guard.sysroot
+        )
     except GuardError as error:
         # Keep the lease (it is still owed) and try again at the next tick.
         guard.lease_retry_at = guard.clock() + guard.settings.daemon.tick_seconds
@@ -123,11 +125,12 @@ def handle_request(guard: Guard, request: dict[str, Any], peer: PeerCredentials)
             str(request.get("reason", ""))[:500],
             who,
             state_path=guard.state_path,
+            sysroot=guard.sysroot,
         )
         guard.set_state(state)
         return _answer(guard, changed, restart, "verbose on")
     if op == "verbose_off":
-        state, changed = end_lease(guard.conf_path, guard.state)
+        state, changed = end_lease(guard.conf_path, guard.state, sysroot=guard.sysroot)
         guard.set_state(state)
         return _answer(guard, changed, restart, "verbose off")
     if op == "verbose_status":
