@@ -305,7 +305,9 @@ def end_lease(
     edit_conf(
         conf_path,
         # Re-read on a concurrent change: a value someone set meanwhile still wins.
-        lambda document: document if document.get(VERBOSE_KEY) != "y" else _restore(document, lease),
+        lambda document: (
+            document if document.get(VERBOSE_KEY) != "y" else _restore(document, lease)
+        ),
         sysroot=sysroot,
         what=f"the verbose lease's restore of {VERBOSE_KEY}",
     )

@@ -20,6 +20,7 @@ import logging
 import os
 import posixpath
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,6 +399,7 @@ class _Replaced(Exception):
 
 
 MAX_EDIT_ATTEMPTS = 10
+EDIT_RETRY_PAUSE_SECONDS = 0.002  # times the attempt number: 90 ms over all retries
 FileIdentity = tuple[int, int, int, int]
 
 
@@ -440,6 +442,7 @@ def edit_conf(
     *,
     sysroot: Optional[Sysroot] = None,
     what: str = "an edit",
+    pause: Callable[[float], None] = time.sleep,
 ) -> tuple[ConfDocument, ConfDocument]:
     """Apply `edit` to the file at `path` atomically; returns (document before, after).
 
@@ -448,7 +451,9 @@ def edit_conf(
     new content. Temporary files a killed guard left there are removed first. Just
     before the rename the file is compared with the one read (device, inode, size,
     mtime); if another writer changed or replaced it meanwhile, it is read again
-    and `edit` applied to the new content (MAX_EDIT_ATTEMPTS times, then WriteError).
+    and `edit` applied to the new content (MAX_EDIT_ATTEMPTS times with a growing
+    pause, then WriteError). The comparison and the rename are two system calls: a
+    replacement landing between them (microseconds) is the one window left.
     An unchanged file is not rewritten.
     """
     path = Path(path)
@@ -478,6 +483,7 @@ def edit_conf(
                 "%s: changed by another writer during %s; reading it again and reapplying",
                 path, what,
             )
+            pause(EDIT_RETRY_PAUSE_SECONDS * (attempt + 1))  # let a busy writer finish
             continue
         return document, edited
     raise WriteError(
