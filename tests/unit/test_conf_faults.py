@@ -163,12 +163,12 @@ def test_verbose_on_under_root_follows_the_link_inside_the_root(
     host_and_root: tuple[Path, Sysroot]
 ) -> None:
     host, root = host_and_root
-    code, out, err = run_cli("verbose", "on", "--for", "60", "--no-restart", "--root",
+    code, _out, err = run_cli("verbose", "on", "--for", "60", "--no-restart", "--root",
                              str(root.root))
     assert code == 0, err
     assert host.read_bytes() == b"Logs.Verbose=n\nHOST=1\n"
     assert load_conf(root.path(str(host))).get("Logs.Verbose") == "y"
-    code, out, err = run_cli("verbose", "off", "--no-restart", "--root", str(root.root))
+    code, _out, err = run_cli("verbose", "off", "--no-restart", "--root", str(root.root))
     assert code == 0, err
     assert root.path(str(host)).read_bytes() == CONF
 
