@@ -16,6 +16,7 @@ editing so a crash can never leave verbose logging on with no lease to undo it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ from typing import Any, Callable, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from waagent_guard.agent.conf import ConfDocument, conf_target, edit_conf, load_conf
-from waagent_guard.errors import InputError
+from waagent_guard.errors import GuardError, InputError
 from waagent_guard.fsutil import atomic_write, make_directory, read_bounded
 from waagent_guard.logsetup import decision_fields
 from waagent_guard.sysroot import Sysroot
@@ -242,12 +243,18 @@ def begin_lease(
         save_state(state_path, new_state)
     changed = False
     if current != "y":
-        edit_conf(
-            conf_path,
-            lambda document: document.with_value(VERBOSE_KEY, "y"),
-            sysroot=sysroot,
-            what=f"the verbose lease's edit of {VERBOSE_KEY}",
-        )
+        try:
+            edit_conf(
+                conf_path,
+                lambda document: document.with_value(VERBOSE_KEY, "y"),
+                sysroot=sysroot,
+                what=f"the verbose lease's edit of {VERBOSE_KEY}",
+            )
+        except GuardError:
+            if state_path is not None:  # no lease is owed for an edit that did not happen
+                with contextlib.suppress(GuardError):
+                    save_state(state_path, state)
+            raise
         changed = True
     logger.info(
         "verbose lease %s by %s until %s: %s",

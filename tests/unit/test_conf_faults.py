@@ -367,3 +367,22 @@ def test_on_then_off_restores_the_exact_bytes_for_any_content(data: bytes) -> No
         assert load_conf(conf).get("Logs.Verbose") == "y"
         end_lease(conf, state)
         assert conf.read_bytes() == data
+
+
+def test_a_failed_lease_edit_restores_the_state_it_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from waagent_guard.lease import load_state
+
+    conf = tmp_path / "waagent.conf"
+    conf.write_bytes(CONF)
+    state_path = tmp_path / "state.json"
+
+    def full_disk(path: Path, data: bytes, **options: Any) -> None:
+        raise WriteError(f"{path}: write failed (disk full); the original is unchanged")
+
+    monkeypatch.setattr(conf_module, "atomic_write", full_disk)
+    with pytest.raises(WriteError, match="disk full"):
+        begin_lease(conf, GuardState(), NOW, HOUR, "", "root", state_path=state_path)
+    assert load_state(state_path).verbose_lease is None
+    assert conf.read_bytes() == CONF

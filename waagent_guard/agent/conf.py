@@ -450,7 +450,8 @@ def edit_conf(
     the root, `..` stops at it) and the link is kept: the file it points to gets the
     new content. Temporary files a killed guard left there are removed first. Just
     before the rename the file is compared with the one read (device, inode, size,
-    mtime); if another writer changed or replaced it meanwhile, it is read again
+    mtime, and its bytes: an inode number can be reused within one timestamp tick);
+    if another writer changed or replaced it meanwhile, it is read again
     and `edit` applied to the new content (MAX_EDIT_ATTEMPTS times with a growing
     pause, then WriteError). The comparison and the rename are two system calls: a
     replacement landing between them (microseconds) is the one window left.
@@ -472,9 +473,16 @@ def edit_conf(
         if new_data == data:
             return document, edited
 
-        def unchanged(target: Path = target, before: Optional[FileIdentity] = before) -> None:
-            if _identity(target) != before:
-                raise _Replaced
+        def unchanged(
+            target: Path = target, before: Optional[FileIdentity] = before, data: bytes = data
+        ) -> None:
+            # The identity alone can repeat (an inode number reused within one timestamp
+            # tick, same size): the content is compared too (a few KiB).
+            try:
+                if _identity(target) != before or _read_conf(target) != data:
+                    raise _Replaced
+            except InputError as error:
+                raise _Replaced from error
 
         try:
             atomic_write(target, new_data, before_replace=unchanged)
