@@ -99,8 +99,14 @@ def run_rotations(
     reopen_delay: float = 0.1,
     max_bytes: Optional[int] = READ_SLICE_BYTES,
     consume: Optional[Callable[[list[str]], None]] = None,
+    settle: Optional[Callable[[int], None]] = None,
 ) -> RotationResult:
+    """Rotate `rotations` times while the writer runs; `settle(delivered)` is called
+    before each copytruncate, once this tailer has caught up (another reader of the
+    same log, e.g. the daemon, can wait for itself there)."""
     log = directory / "waagent.log"
+    if log.exists():
+        log.unlink()  # a fresh log for this run (numbers start at 1 again)
     log.touch()
     tailer = LogTailer(log, from_start=True)
     writer = subprocess.Popen(
@@ -121,6 +127,8 @@ def run_rotations(
                 seen = reads[0]
                 while reads[0] < seen + 2 and not done.is_set():  # the tailer caught up
                     time.sleep(0.001)
+                if settle is not None:
+                    settle(len(numbers))
                 shutil.copyfile(log, rotated)
                 os.truncate(log, 0)
             finally:

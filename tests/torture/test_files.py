@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -445,3 +445,51 @@ def test_a_read_only_etc_refuses_the_edit_naming_the_conf_and_owes_no_lease(gues
     assert (etc / "waagent.conf").read_bytes() == before
     report("files.readonly_etc", "verbose on with a read-only /etc: exit 73 naming "
            "/etc/waagent.conf's directory, no lease recorded, file intact")
+
+
+def test_the_daemons_log_feed_counts_every_line_across_rotations() -> None:
+    """The real daemon follows a log rotated every way under the heavy writer:
+    waagent_log_records_total must end equal to the lines written."""
+    from tests.integration.guard_harness import Daemon, Guest, wait_for
+
+    guest = Guest(overrides={"agent": {"log_path": "/var/log/heavy/waagent.log"}})
+    directory = guest.root / "var/log/heavy"
+    directory.mkdir(parents=True)
+    (directory / "waagent.log").touch()
+    rotations = max(1, ROTATIONS // 4)
+    written = 0
+    daemon = Daemon(guest)
+    try:
+        daemon.wait_notify("READY=1")
+        def counted() -> float:
+            return daemon.metric('waagent_log_records_total{level="INFO"}') or 0.0
+
+        def settle(base: int) -> Callable[[int], None]:
+            # copytruncate: the daemon must have read what is there before the truncate
+            # (the window no reader can close otherwise). The last record stays open
+            # until the next header line arrives, hence the - 1.
+            def wait(delivered: int) -> None:
+                wait_for(lambda: counted() >= base + delivered - 1, timeout=30,
+                         what="the daemon catching up before the truncate")
+            return wait
+
+        for kind in ("rename", "gzip", "delete", "copytruncate"):
+            result = run_rotations(directory, kind, rotations=rotations, settle=settle(written))
+            written += result.written
+            assert (result.lost, result.doubled) == (0, 0), result.figure()
+        with open(directory / "waagent.log", "a") as log:  # completes the last record
+            log.write("2024-01-01T00:00:01.000000Z INFO ExtHandler ExtHandler the end\n")
+        try:
+            wait_for(lambda: counted() >= written, timeout=60, what="the daemon's count")
+        except AssertionError:
+            pass
+        total = counted()
+    finally:
+        daemon.stop()
+        guest.cleanup()
+    report(
+        "files.rotation.daemon_feed",
+        f"the daemon following {4 * rotations} rotations (each kind) under the heavy writer: "
+        f"{written} lines written, waagent_log_records_total {total:.0f}",
+    )
+    assert total == written
