@@ -489,7 +489,7 @@ def test_the_daemons_log_feed_counts_every_line_across_rotations() -> None:
         guest.cleanup()
     report(
         "files.rotation.daemon_feed",
-        f"the daemon following {4 * rotations} rotations (each kind) under the heavy writer: "
-        f"{written} lines written, waagent_log_records_total {total:.0f}",
+        f"the daemon following {4 * rotations} rotations ({rotations} of each kind) under "
+        f"the heavy writer: {written} lines written, waagent_log_records_total {total:.0f}",
     )
     assert total == written
