@@ -13,8 +13,6 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from waagent_guard.errors import InputError
-
 # Where distributions put the agent's configuration, in the order the guard tries them.
 WAAGENT_CONF_CANDIDATES = (
     "/etc/waagent.conf",
@@ -49,6 +47,10 @@ VMSNAPSHOT_FREEZE_LOCK = "/etc/azure/MicrosoftRecoverySvcsSafeFreezeLock/SafeFre
 DMI_CHASSIS_ASSET_TAG = "/sys/class/dmi/id/chassis_asset_tag"
 AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 MAX_LINK_HOPS = 40  # as the kernel's MAXSYMLINKS
+
+
+class LinkError(ValueError):
+    """A path's symlinks cannot be resolved (a loop, too many, unreadable); names the path."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class Sysroot:
         Like the kernel would if the root were `/`: an absolute link target starts
         again at the root, `..` never climbs above it. A component that does not
         exist ends the resolution (the rest is kept as written). A loop or more
-        than MAX_LINK_HOPS links raises InputError naming the path.
+        than MAX_LINK_HOPS links raises LinkError naming the path.
         """
         start = self.host_path(path)
         pending = deque(PurePosixPath(start).parts[1:])
@@ -121,7 +123,7 @@ class Sysroot:
                 continue
             hops += 1
             if hops > MAX_LINK_HOPS:
-                raise InputError(
+                raise LinkError(
                     f"{start}: more than {MAX_LINK_HOPS} symbolic links to follow (a loop?)"
                     f"{'' if self.is_host else f' under {self.root}'}; point the link at the "
                     "real file"
@@ -129,7 +131,7 @@ class Sysroot:
             try:
                 target = PurePosixPath(os.readlink(candidate))
             except OSError as error:
-                raise InputError(
+                raise LinkError(
                     f"{self.host_path(candidate)}: cannot read the symbolic link "
                     f"({error.strerror or error})"
                 ) from error

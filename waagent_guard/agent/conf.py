@@ -32,6 +32,7 @@ from waagent_guard.sysroot import (
     DEFAULT_EXTENSION_LOG_DIR,
     DEFAULT_LIB_DIR,
     DEFAULT_PID_FILE,
+    LinkError,
     Sysroot,
 )
 
@@ -423,7 +424,10 @@ def _not_found(path: Path, error: InputError) -> InputError:
 
 def conf_target(path: Path, sysroot: Optional[Sysroot] = None) -> Path:
     """The file an edit of `path` writes: its symlinks resolved inside `sysroot`'s root."""
-    return (sysroot or Sysroot()).resolve(path)
+    try:
+        return (sysroot or Sysroot()).resolve(path)
+    except LinkError as error:
+        raise InputError(str(error)) from error
 
 
 def clean_stale_edits(path: Path, sysroot: Optional[Sysroot] = None) -> list[Path]:
