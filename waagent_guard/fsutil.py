@@ -10,6 +10,7 @@ file or the new one, never a mix.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -89,6 +90,35 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return removed
 
 
+class TargetChanged(Exception):
+    """The file being replaced is no longer the one the caller read (see `atomic_writer`)."""
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_renameat2: Optional[Callable[..., int]] = None
+with contextlib.suppress(OSError, AttributeError):
+    _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+
+
+def exchange_paths(first: Path, second: Path) -> bool:
+    """Swap two existing names atomically (renameat2 RENAME_EXCHANGE); False if unsupported."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second),
+                  _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    status = os.lstat(path)
+    return (status.st_dev, status.st_ino)
+
+
 def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -104,6 +134,7 @@ def atomic_writer(
     mode: int | None = None,
     keep_owner: bool = True,
     before_replace: Optional[Callable[[], None]] = None,
+    displaced_ok: Optional[Callable[[Path], bool]] = None,
 ) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces `path` atomically when the block ends cleanly.
 
@@ -111,6 +142,12 @@ def atomic_writer(
     a new file gets `mode` or 0o644. `before_replace` runs after the data is
     durable, just before the rename: raising there abandons the write. On any
     error the temporary file is removed and `path` is untouched.
+
+    With `displaced_ok`, the new file is swapped in with RENAME_EXCHANGE where the
+    file system has it, and `displaced_ok(name)` is asked about the file it displaced
+    (now at `name`): when False -- someone replaced `path` after `before_replace`
+    looked -- their file is swapped back and TargetChanged raised, so no one's
+    update is lost in that last window either.
     """
     path = Path(path)
     directory = path.parent
@@ -142,7 +179,10 @@ def atomic_writer(
             os.fsync(handle.fileno())
         if before_replace is not None:
             before_replace()
-        os.replace(temp_path, path)
+        if displaced_ok is not None and existing is not None:
+            _exchange_in(temp_path, path, displaced_ok)
+        else:
+            os.replace(temp_path, path)
         fsync_directory(directory)
     except OSError as error:
         with contextlib.suppress(FileNotFoundError):
@@ -157,15 +197,39 @@ def atomic_writer(
         raise
 
 
+def _exchange_in(temp_path: Path, path: Path, displaced_ok: Callable[[Path], bool]) -> None:
+    ours = _identity(temp_path)
+    if not exchange_paths(temp_path, path):
+        os.replace(temp_path, path)  # no RENAME_EXCHANGE here: `before_replace` was the check
+        return
+    try:
+        good = displaced_ok(temp_path)
+    except Exception:  # a check that fails is a "no": give their file back
+        good = False
+    if good:
+        os.unlink(temp_path)
+        return
+    # Replaced between the check and the exchange: `temp_path` holds their file. Put it
+    # back; if yet another file landed at `path` meanwhile, that newest one stays.
+    exchange_paths(temp_path, path)
+    if _identity(temp_path) != ours:
+        exchange_paths(temp_path, path)
+    os.unlink(temp_path)
+    raise TargetChanged(str(path))
+
+
 def atomic_write(
     path: Path,
     data: bytes,
     *,
     mode: int | None = None,
     before_replace: Optional[Callable[[], None]] = None,
+    displaced_ok: Optional[Callable[[Path], bool]] = None,
 ) -> None:
     """Replace `path` with `data` atomically and durably (see `atomic_writer`)."""
-    with atomic_writer(path, mode=mode, before_replace=before_replace) as handle:
+    with atomic_writer(
+        path, mode=mode, before_replace=before_replace, displaced_ok=displaced_ok
+    ) as handle:
         handle.write(data)
 
 

@@ -386,3 +386,53 @@ def test_a_failed_lease_edit_restores_the_state_it_was_given(
         begin_lease(conf, GuardState(), NOW, HOUR, "", "root", state_path=state_path)
     assert load_state(state_path).verbose_lease is None
     assert conf.read_bytes() == CONF
+
+
+def test_a_replacement_after_the_last_check_is_swapped_back_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The microseconds between the final comparison and the rename: the rename is an
+    exchange, the displaced file is checked, and theirs is given back."""
+    import waagent_guard.fsutil as fsutil
+
+    conf = tmp_path / "waagent.conf"
+    conf.write_bytes(CONF)
+    theirs = CONF + b"Added.By.Them=1\n"
+    real_exchange = fsutil.exchange_paths
+    calls = []
+
+    def racing_exchange(first: Path, second: Path) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            replace_with(conf, theirs)  # after `before_replace` looked
+        return real_exchange(first, second)
+
+    monkeypatch.setattr(fsutil, "exchange_paths", racing_exchange)
+    set_conf_value(conf, "Logs.Verbose", "y")
+    assert conf.read_bytes() == theirs.replace(b"Logs.Verbose=n", b"Logs.Verbose=y")
+    assert len(calls) >= 3  # ours in, theirs back, then ours on their content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["waagent.conf"]
+
+
+def test_a_newer_file_landing_during_the_swap_back_is_the_one_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import waagent_guard.fsutil as fsutil
+
+    conf = tmp_path / "waagent.conf"
+    conf.write_bytes(CONF)
+    real_exchange = fsutil.exchange_paths
+    calls = []
+
+    def racing_exchange(first: Path, second: Path) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            replace_with(conf, CONF + b"Them=1\n")
+        elif len(calls) == 2:
+            replace_with(conf, CONF + b"Them=2\n")  # lands before the swap back
+        return real_exchange(first, second)
+
+    monkeypatch.setattr(fsutil, "exchange_paths", racing_exchange)
+    set_conf_value(conf, "Logs.Verbose", "y")
+    assert conf.read_bytes() == (CONF + b"Them=2\n").replace(b"Logs.Verbose=n", b"Logs.Verbose=y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["waagent.conf"]

@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Optional
 
 from waagent_guard.errors import ConfigError, InputError, PermissionDeniedError, WriteError
-from waagent_guard.fsutil import atomic_write, read_bounded, remove_stale_temps
+from waagent_guard.fsutil import (
+    TargetChanged,
+    atomic_write,
+    read_bounded,
+    remove_stale_temps,
+)
 from waagent_guard.sysroot import (
     DEFAULT_EXTENSION_LOG_DIR,
     DEFAULT_LIB_DIR,
@@ -395,10 +400,6 @@ def load_conf(path: Path) -> ConfDocument:
     return parse_conf(data)
 
 
-class _Replaced(Exception):
-    """The file changed between our read and our rename (internal to `edit_conf`)."""
-
-
 MAX_EDIT_ATTEMPTS = 10
 EDIT_RETRY_PAUSE_SECONDS = 0.002  # times the attempt number: 90 ms over all retries
 FileIdentity = tuple[int, int, int, int]
@@ -457,8 +458,10 @@ def edit_conf(
     mtime, and its bytes: an inode number can be reused within one timestamp tick);
     if another writer changed or replaced it meanwhile, it is read again
     and `edit` applied to the new content (MAX_EDIT_ATTEMPTS times with a growing
-    pause, then WriteError). The comparison and the rename are two system calls: a
-    replacement landing between them (microseconds) is the one window left.
+    pause, then WriteError). The rename itself is an exchange (RENAME_EXCHANGE) where
+    the file system has it: the file it displaced is checked the same way, and given
+    back if it is not the one read (a replacement in the microseconds between the
+    check and the rename); elsewhere that window stays.
     An unchanged file is not rewritten.
     """
     path = Path(path)
@@ -477,20 +480,23 @@ def edit_conf(
         if new_data == data:
             return document, edited
 
-        def unchanged(
-            target: Path = target, before: Optional[FileIdentity] = before, data: bytes = data
-        ) -> None:
+        def same(
+            path: Path, before: Optional[FileIdentity] = before, data: bytes = data
+        ) -> bool:
             # The identity alone can repeat (an inode number reused within one timestamp
             # tick, same size): the content is compared too (a few KiB).
             try:
-                if _identity(target) != before or _read_conf(target) != data:
-                    raise _Replaced
-            except InputError as error:
-                raise _Replaced from error
+                return _identity(path) == before and _read_conf(path) == data
+            except (InputError, PermissionDeniedError):
+                return False
+
+        def unchanged(target: Path = target, same: Callable[[Path], bool] = same) -> None:
+            if not same(target):
+                raise TargetChanged(str(target))
 
         try:
-            atomic_write(target, new_data, before_replace=unchanged)
-        except _Replaced:
+            atomic_write(target, new_data, before_replace=unchanged, displaced_ok=same)
+        except TargetChanged:
             logger.info(
                 "%s: changed by another writer during %s; reading it again and reapplying",
                 path, what,
