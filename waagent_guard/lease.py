@@ -28,11 +28,12 @@ from typing import Any, Callable, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from waagent_guard.agent.conf import ConfDocument, conf_target, edit_conf, load_conf
-from waagent_guard.errors import GuardError, InputError
+from waagent_guard.errors import GuardError, InputError, UsageError
 from waagent_guard.fsutil import atomic_write, make_directory, read_bounded
 from waagent_guard.logsetup import decision_fields
+from waagent_guard.settings import VerboseSettings
 from waagent_guard.sysroot import Sysroot
-from waagent_guard.timeutil import iso_utc
+from waagent_guard.timeutil import format_duration, iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -193,10 +194,21 @@ def expired(state: GuardState, now: float) -> bool:
     return lease is not None and now >= lease.expires_at
 
 
-def remaining(state: GuardState, now: float) -> Optional[float]:
-    """Seconds until the lease ends (0 when overdue), None without a lease."""
-    lease = state.verbose_lease
-    return None if lease is None else max(0.0, lease.expires_at - now)
+def lease_duration(raw: object, settings: VerboseSettings) -> float:
+    """The one rule for a lease's length (CLI and daemon): a finite number of seconds in
+    (0, verbose.max_duration_seconds]; None means verbose.default_duration_seconds."""
+    try:
+        duration = float(settings.default_duration_seconds if raw is None else raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UsageError(f"--for: not a number of seconds: {raw!r}") from None
+    if not math.isfinite(duration) or duration <= 0:
+        raise UsageError(f"--for: the lease must last a positive number of seconds (got {raw!r})")
+    if duration > settings.max_duration_seconds:
+        raise UsageError(
+            f"--for {format_duration(duration)}: longer than verbose.max_duration_seconds "
+            f"({format_duration(settings.max_duration_seconds)}); ask for less or raise the limit"
+        )
+    return duration
 
 
 def begin_lease(

@@ -20,7 +20,6 @@ from waagent_guard.lease import (
     expired,
     lease_summary,
     load_state,
-    remaining,
     save_state,
     written_value,
 )
@@ -238,9 +237,6 @@ def test_expired_is_true_from_the_expiry_time_on(tmp_path: Path) -> None:
     assert expired(state, NOW + HOUR)
     assert expired(state, NOW + 2 * HOUR)
     assert not expired(GuardState(), NOW)
-    assert remaining(state, NOW + 600) == HOUR - 600
-    assert remaining(state, NOW + 2 * HOUR) == 0.0
-    assert remaining(GuardState(), NOW) is None
 
 
 # --- state.json -----------------------------------------------------------------------
