@@ -62,6 +62,7 @@ def test_on_then_off_restores_n_byte_for_byte(tmp_path: Path, sample: str) -> No
         previous_value="n",
         started_at=NOW,
         started_by="root",
+        previous_line="Logs.Verbose=n\n",
     )
 
     state, changed = end_lease(conf, state)

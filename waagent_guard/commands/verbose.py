@@ -99,6 +99,7 @@ def on(args: argparse.Namespace, context: Context) -> int:
         args.reason,
         _who(),
         state_path=state_path,
+        sysroot=context.sysroot,
     )
     print(
         "warning: the guard daemon is not running: nothing reverts Logs.Verbose until it "
@@ -129,7 +130,7 @@ def off(args: argparse.Namespace, context: Context) -> int:
     if state.verbose_lease is None:
         print("verbose off: no lease to end", file=context.stdout)
         return 0
-    new_state, changed = end_lease(conf_path, state)
+    new_state, changed = end_lease(conf_path, state, sysroot=context.sysroot)
     from waagent_guard.lease import save_state
 
     save_state(state_path, new_state)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from waagent_guard.agent.conf import clean_stale_edits
 from waagent_guard.agent.roots import ProcessFinder
 from waagent_guard.context import Context
 from waagent_guard.daemon.control import ControlServer, group_id
@@ -100,6 +101,7 @@ class Guard:
             retry_seconds=settings.daemon.tick_seconds,
             count_restart=lambda: self.restarts.count_restart("manual"),
             clock=clock,
+            sysroot=sysroot,
         )
         self.feed = LogFeed(sysroot, sysroot.path(settings.agent.log_path))
         self.loop = EventLoop(
@@ -118,6 +120,7 @@ class Guard:
     # -- start and stop --
     def start(self) -> None:
         """Arm every event source; READY is sent by `serve()` only after this returns."""
+        clean_stale_edits(self.leases.conf_path, self.sysroot)  # a guard killed mid-edit
         self.feed.start()
         self.loop.install_signal_handlers()
         self._start_control()

@@ -28,6 +28,7 @@ from waagent_guard.errors import GuardError
 from waagent_guard.lease import begin_lease, end_lease, expired, lease_duration, lease_summary
 from waagent_guard.service.manager import ServiceManager
 from waagent_guard.settings import VerboseSettings
+from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,11 @@ class LeaseKeeper:
         retry_seconds: float,
         count_restart: Callable[[], None],
         clock: Callable[[], float],
+        sysroot: Optional[Sysroot] = None,
     ) -> None:
         self._store = store
         self.conf_path = conf_path
+        self.sysroot = sysroot  # symlinks in conf_path resolve inside its root
         self.settings = settings
         self.manager = manager
         self.retry_seconds = retry_seconds  # after a failed revert (daemon.tick_seconds)
@@ -144,7 +147,9 @@ class LeaseKeeper:
         if self.retry_at is not None and now < self.retry_at:
             return
         try:
-            document, changed = end_lease(self.conf_path, self._store.document, at_expiry=True)
+            document, changed = end_lease(
+                self.conf_path, self._store.document, at_expiry=True, sysroot=self.sysroot
+            )
         except GuardError as error:
             # Keep the lease (it is still owed) and try again at the next tick.
             self.retry_at = now + self.retry_seconds
@@ -170,11 +175,14 @@ class LeaseKeeper:
                 str(request.get("reason", ""))[:500],
                 who,
                 state_path=self._store.path,
+                sysroot=self.sysroot,
             )
             self._store.save(document)
             return self._answer(changed, restart, "verbose on")
         if op == "verbose_off":
-            document, changed = end_lease(self.conf_path, self._store.document)
+            document, changed = end_lease(
+                self.conf_path, self._store.document, sysroot=self.sysroot
+            )
             self._store.save(document)
             return self._answer(changed, restart, "verbose off")
         if op == "verbose_status":
