@@ -14,8 +14,10 @@ The server is built for a port any local user can reach (docs/SECURITY.md):
   RLIMIT_NOFILE minus a reserve the server never takes (the guard's own work:
   /proc scans, systemctl, the state file, file watches, the control socket);
   at the cap, the oldest connection still waiting for its request head is
-  closed to admit the new one (an honest scraper sends its request at once, an
-  idle attacker does not), so idle connections cannot starve scrapes;
+  closed to admit the next one once it has had `EVICTION_GRACE_SECONDS` (an
+  honest scraper sends its request at once, an idle attacker does not); until
+  then new connections wait in the kernel's backlog. Idle connections cannot
+  starve scrapes and a burst of honest ones is not cut short;
 - a listen backlog of `LISTEN_BACKLOG`, so a burst of scrapers waits in the
   kernel (no fd of ours) instead of being refused;
 - a complete request goes to prometheus-client's WSGI app (`make_wsgi_app`:
@@ -28,9 +30,11 @@ The server is built for a port any local user can reach (docs/SECURITY.md):
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import io
 import logging
+import math
 import os
 import resource
 import selectors
@@ -67,6 +71,11 @@ MAX_HTTP_CONNECTIONS = 256
 # LimitNOFILE= for MAX_HTTP_CONNECTIONS + this reserve.
 FD_RESERVE = 256
 ACCEPT_BATCH = 64
+# At the cap, a connection that has had this long to send its request head may
+# be closed to admit a new one; younger ones are never evicted, the new one
+# waits in the backlog instead. So every admitted client gets this grace, and
+# under a flood the server still admits MAX_HTTP_CONNECTIONS / grace per second.
+EVICTION_GRACE_SECONDS = 0.1
 EMFILE_PAUSE_SECONDS = 0.1
 MAX_CACHED_VARIANTS = 16
 
@@ -75,7 +84,6 @@ REJECT_REASONS = (
     "head_too_large",  # more than MAX_HEAD_BYTES without the end of the head
     "bad_request",  # not an HTTP request line / headers
     "evicted_idle",  # closed while waiting for its head, to admit a newer connection
-    "over_capacity",  # at the cap with nobody to evict: closed at once
     "fd_exhausted",  # accept() failed with EMFILE/ENFILE/ENOBUFS/ENOMEM
     "tls_handshake",  # the TLS handshake failed or did not finish in time
     "write_timeout",  # the client did not read the answer in WRITE_TIMEOUT_SECONDS
@@ -209,10 +217,11 @@ class SnapshotCache:
 
 
 class _Connection:
-    __slots__ = ("sock", "deadline", "inbox", "outbox", "state", "events")
+    __slots__ = ("deadline", "events", "inbox", "outbox", "since", "sock", "state")
 
-    def __init__(self, sock: socket.socket, deadline: float, state: str) -> None:
+    def __init__(self, sock: socket.socket, since: float, deadline: float, state: str) -> None:
         self.sock = sock
+        self.since = since
         self.deadline = deadline
         self.inbox = bytearray()
         self.outbox = b""
@@ -265,7 +274,7 @@ class HttpServer:
         self._selector.register(listener, selectors.EVENT_READ, None)
         self._selector.register(self._wake_read, selectors.EVENT_READ, "wake")
         self._listening = True
-        self._resume_at: Optional[float] = None
+        self._resume_at: Optional[float] = None  # after EMFILE
         self._stopping = False
         host, port = listener.getsockname()[:2]
         self._server_name, self._server_port = str(host), str(port)
@@ -291,13 +300,39 @@ class HttpServer:
         self._expire(now)
         if self._resume_at is not None and now >= self._resume_at:
             self._resume_at = None
+        self._listen_if_room(now)
+
+    def _room_at(self) -> Optional[float]:
+        """When a new connection may be admitted (None: only when one closes)."""
+        if self._resume_at is not None:
+            return self._resume_at
+        if len(self._connections) < self.cap:
+            return -math.inf  # now
+        idle = self._oldest_idle()
+        return None if idle is None else idle.since + EVICTION_GRACE_SECONDS
+
+    def _oldest_idle(self) -> Optional[_Connection]:
+        for conn in self._connections.values():
+            if conn.state != "write":
+                return conn
+        return None
+
+    def _listen_if_room(self, now: float) -> None:
+        """Accept only when there is room: otherwise connections wait in the backlog."""
+        room_at = self._room_at()
+        room = room_at is not None and room_at <= now
+        if room and not self._listening:
             self._selector.register(self.listener, selectors.EVENT_READ, None)
             self._listening = True
+        elif not room and self._listening:
+            self._selector.unregister(self.listener)
+            self._listening = False
 
     def _timeout(self) -> Optional[float]:
         deadlines = [conn.deadline for conn in self._first_connections()]
-        if self._resume_at is not None:
-            deadlines.append(self._resume_at)
+        room_at = self._room_at()
+        if room_at is not None and not self._listening:
+            deadlines.append(room_at)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - self.clock())
@@ -317,10 +352,8 @@ class HttpServer:
 
     def stop(self) -> None:
         """From another thread: make `serve_forever` return."""
-        try:
+        with contextlib.suppress(OSError):
             self._wake_write.send(b"x")
-        except OSError:
-            pass
 
     def close(self) -> None:
         for conn in list(self._connections.values()):
@@ -333,6 +366,9 @@ class HttpServer:
     # -- connections --
     def _accept_batch(self) -> None:
         for _ in range(ACCEPT_BATCH):
+            room_at = self._room_at()
+            if room_at is None or room_at > self.clock():
+                return  # full: the rest wait in the backlog (_listen_if_room)
             try:
                 sock, _address = self.listener.accept()
             except _WANT:
@@ -347,16 +383,12 @@ class HttpServer:
     def _pause_accepting(self) -> None:
         """Out of descriptors: leave new connections in the backlog for a moment
         (the loop would otherwise spin on a listener it cannot accept from)."""
-        if self._listening:
-            self._selector.unregister(self.listener)
-            self._listening = False
         self._resume_at = self.clock() + EMFILE_PAUSE_SECONDS
+        self._listen_if_room(self.clock())
 
     def _admit(self, sock: socket.socket) -> None:
-        if len(self._connections) >= self.cap and not self._evict_oldest_idle():
-            self.rejected["over_capacity"] += 1
-            sock.close()
-            return
+        if len(self._connections) >= self.cap:
+            self._evict_oldest_idle()  # _accept_batch checked there is one past its grace
         sock.setblocking(False)
         if self.ssl_context is not None:
             try:
@@ -370,28 +402,25 @@ class HttpServer:
             state = "handshake"
         else:
             state = "head"
-        conn = _Connection(sock, self.clock() + self.head_timeout, state)
+        now = self.clock()
+        conn = _Connection(sock, now, now + self.head_timeout, state)
         self._connections[sock.fileno()] = conn
         self._selector.register(sock, selectors.EVENT_READ, conn)
         self._step(conn, selectors.EVENT_READ)  # an honest client's request is usually here
 
-    def _evict_oldest_idle(self) -> bool:
-        for conn in self._connections.values():
-            if conn.state != "write":
-                self.rejected["evicted_idle"] += 1
-                self._drop(conn)
-                return True
-        return False
+    def _evict_oldest_idle(self) -> None:
+        conn = self._oldest_idle()
+        if conn is not None:
+            self.rejected["evicted_idle"] += 1
+            self._drop(conn)
 
     def _drop(self, conn: _Connection) -> None:
         if conn.state == "closed":
             return
         conn.state = "closed"
         self._connections.pop(conn.sock.fileno(), None)
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
         conn.sock.close()
 
     def _expire(self, now: float) -> None:
@@ -586,6 +615,7 @@ class Exporter:
         config_path: Path,
         snapshot: Optional[Callable[[], object]] = None,
         soft_limit: Optional[int] = None,
+        head_timeout: float = HEAD_TIMEOUT_SECONDS,
     ) -> None:
         from prometheus_client import make_wsgi_app
 
@@ -615,7 +645,9 @@ class Exporter:
         if snapshot is not None:
             app = SnapshotCache(app, snapshot)
         self.app = app
-        self._server = HttpServer(listener, app, cap=cap, ssl_context=context)
+        self._server = HttpServer(
+            listener, app, cap=cap, ssl_context=context, head_timeout=head_timeout
+        )
         self._address = listener.getsockname()[:2]
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="waagent-guard-http", daemon=True

@@ -227,6 +227,9 @@ class Guard:
             deadlines.append(self.dirty_since + self.settings.daemon.debounce_seconds)
         if self.next_policy_wake is not None:
             deadlines.append(self.next_policy_wake)
+        control_wake = self.control.wake_in() if self.control is not None else None
+        if control_wake is not None:  # a control client's deadline (control.py)
+            deadlines.append(now + control_wake)
         expiry = self.lease_due_at
         if expiry is not None:
             deadlines.append(now + max(0.0, expiry - self.clock()))
@@ -240,9 +243,9 @@ class Guard:
                 self.reload()
         if self.stopping:
             return
-        for item in wakeup.readable:
-            if item == "control" and self.control is not None:
-                self.control.handle_ready()
+        if self.control is not None and ("control" in wakeup.readable
+                                         or self.control.wake_in() == 0.0):
+            self.control.handle_ready()
         if self.pending_manual_restart is not None:
             from waagent_guard.daemon.leases import run_pending_restart
 
