@@ -620,3 +620,42 @@ def test_request_rejects_a_reply_that_is_not_a_json_object(
     finally:
         thread.join()
         listener.close()
+
+
+def test_request_waits_while_the_daemons_backlog_is_full(tmp_path: Path) -> None:
+    path = tmp_path / "full.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)
+    fillers: list[socket.socket] = []
+    while True:  # fill the backlog: the next connect() would get EAGAIN
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        try:
+            filler.connect(str(path))
+        except BlockingIOError:
+            filler.close()
+            break
+        fillers.append(filler)
+    try:
+        with pytest.raises(ControlProtocolError, match="backlog stayed full"):
+            request(path, {}, timeout=0.2)
+
+        def drain_then_answer() -> None:
+            for _ in fillers:
+                listener.accept()[0].close()
+            connection, _ = listener.accept()
+            with connection:
+                connection.makefile("rb").readline()
+                connection.sendall(b'{"ok": true}\n')
+
+        thread = threading.Thread(target=drain_then_answer)
+        thread.start()
+        try:
+            assert request(path, {}, timeout=30) == {"ok": True}
+        finally:
+            thread.join()
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

@@ -43,7 +43,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 MAX_RESPONSE_BYTES = 1024 * 1024
 DEFAULT_TIMEOUT = 5.0
 MAX_CONNECTIONS = 16  # allowed clients open at once (exporter.FD_RESERVE counts them)
-LISTEN_BACKLOG = 64
+LISTEN_BACKLOG = 512  # a burst waits in the kernel (no fd of ours); the client retries EAGAIN
 ACCEPT_BATCH = 64
 ACCEPT_PAUSE_SECONDS = 0.1
 REFUSAL_LOG_SECONDS = 60.0
@@ -552,7 +552,7 @@ def request(
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect(str(path))
+            _connect(sock, path, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise DaemonNotRunningError(
                 f"waagent-guard daemon not running (nothing listening on {path}: {error.strerror})"
@@ -583,6 +583,20 @@ def request(
     if response.get("ok") is False and str(message).startswith("permission denied"):
         raise ControlPermissionError(f"{path}: {message}")
     return response
+
+
+def _connect(sock: socket.socket, path: Path, timeout: float) -> None:
+    """connect(), retried while the daemon's backlog is full (EAGAIN on a unix socket
+    with a timeout: a flood of other clients must not make the CLI fail at once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock.connect(str(path))
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise socket.timeout(f"the daemon's backlog stayed full for {timeout:g}s") from None
+            time.sleep(0.02)
 
 
 def _read_reply(sock: socket.socket) -> bytes:
