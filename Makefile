@@ -39,7 +39,7 @@ lint: venv
 clean:
 	rm -rf build dist out *.egg-info .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache
 
-# --- Packages and the end-to-end test (README: Install on a VM, Building the packages) -------------
+# --- Packages and the end-to-end test (docs/packaging.md) -------------
 # `make wheelhouse` (network) fetches the pinned, hash-checked wheels; `make deb`
 # and `make rpm` then build OFFLINE from it. WHEELHOUSE must match PYTHON's minor.
 WHEELHOUSE ?= .cache/wheelhouse
@@ -55,9 +55,11 @@ $(WHEELHOUSE)/requirements.lock: packaging/wheelhouse/requirements.lock packagin
 wheelhouse-lock: venv
 	$(PY) packaging/wheelhouse/lock.py
 
-# The packaged default config: every key commented out (a test checks it).
+# The packaged default config (every key commented out) and its man page guard.toml(5),
+# both rendered from the settings model (a test checks each).
 guard-toml: venv
 	$(PY) packaging/render-guard-toml.py >packaging/guard.toml
+	$(PY) packaging/render-guard-toml-man.py >packaging/guard.toml.5
 
 # PKG_VERSION=X.Y.Z stamps another version into the build's copy of the tree
 # (packaging/set-version; the tests publish 0.1.1 this way). Releases bump the
@@ -69,7 +71,7 @@ deb: wheelhouse
 rpm: wheelhouse
 	WG_PKG_VERSION=$(PKG_VERSION) packaging/build-rpm $(RPM_OUT) $(WHEELHOUSE) $(PKG_PYTHON)
 
-# Signed apt + yum repositories from what `make deb rpm` built (README:
+# Signed apt + yum repositories from what `make deb rpm` built (docs/packaging.md:
 # Publishing a repository). REPO_KEY: the signing key's fingerprint in your
 # GnuPG keyring (GNUPGHOME). REPO_OUT is the static site to upload; REPO_STATE
 # holds reprepro's database: keep it to publish upgrades to the same site.

@@ -74,7 +74,7 @@ def grow_tree(guest: Path, total_bytes: int) -> int:
 
 
 def run(*, quick: bool, box: Box) -> list[Path]:
-    from waagent_guard.commands.demo import prepare_guest
+    from waagent_guard.demo.guestctl import prepare_guest
 
     size = 10 * MB if quick else 1024 * MB
     # One run in full mode too: at today's ~20x of tar one run of 1 GB takes minutes,

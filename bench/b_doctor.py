@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def run(*, quick: bool, box: Box) -> list[Path]:
-    from waagent_guard.commands.demo import prepare_guest
+    from waagent_guard.demo.guestctl import prepare_guest
 
     runs = 2 if quick else 10
     with tempfile.TemporaryDirectory(prefix="wg-bench-doctor-") as scratch, HangServer() as hang:

@@ -84,7 +84,7 @@ def _in_container(box: Box, kills: int) -> dict[str, Any]:
 
 def _on_host(kills: int) -> dict[str, Any]:
     from bench.guest import running_guard
-    from waagent_guard.commands.demo import _agent_pid
+    from waagent_guard.demo.guestctl import agent_pid
 
     seconds: list[Optional[float]] = []
     for index in range(kills):
@@ -93,13 +93,13 @@ def _on_host(kills: int) -> dict[str, Any]:
             guard = stack.enter_context(
                 running_guard(Path(scratch) / f"guest{index}", agent_interval=30.0)
             )
-            pid = wait_until(lambda g=guard: _agent_pid(g.guest), timeout=30, what="agent")
+            pid = wait_until(lambda g=guard: agent_pid(g.guest), timeout=30, what="agent")
             time.sleep(1.0)
             start = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             try:
                 wait_until(
-                    lambda g=guard, p=pid: (_agent_pid(g.guest) or p) != p,
+                    lambda g=guard, p=pid: (agent_pid(g.guest) or p) != p,
                     timeout=30,
                     what="agent back",
                     interval=0.01,

@@ -34,7 +34,7 @@ def run(*, quick: bool, box: Box) -> list[Path]:
                 "returncodes": anchor_run["returncodes"],
             },
         }
-    from waagent_guard.commands.demo import prepare_guest
+    from waagent_guard.demo.guestctl import prepare_guest
 
     with tempfile.TemporaryDirectory(prefix="wg-bench-status-") as scratch:
         guest = prepare_guest(Path(scratch) / "guest", 0).resolve()

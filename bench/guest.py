@@ -80,7 +80,7 @@ def running_guard(
     The simulated agent writes a heartbeat line every `agent_interval` seconds.
     Production defaults otherwise (tick 15 s); probes off unless `overrides` say so.
     """
-    from waagent_guard.commands.demo import prepare_guest, stop_agent
+    from waagent_guard.demo.guestctl import prepare_guest, stop_agent
 
     port = free_port()
     settings: dict[str, dict[str, object]] = {
@@ -93,7 +93,7 @@ def running_guard(
     config = guest / "etc/waagent-guard/guard.toml"
     env = clean_env({"WG_SIM_INTERVAL": str(agent_interval)})
     subprocess.run(
-        [str(GUARD.parent / "python"), "-m", "waagent_guard.commands.demo", "start", str(guest)],
+        [str(GUARD.parent / "python"), "-m", "waagent_guard.demo.guestctl", "start", str(guest)],
         check=True,
         timeout=30,
         env=env,

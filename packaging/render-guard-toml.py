@@ -20,7 +20,7 @@ HEADER = """\
 ## shows its built-in default: uncomment a key to change it, keeping it under
 ## its [section]. Check the result with `waagent-guard config check`, then
 ## apply it with `systemctl reload waagent-guard` (or restart).
-## Reference: /usr/share/doc/waagent-guard/README.md
+## Reference: man 5 guard.toml; /usr/share/doc/waagent-guard/docs/configuration.md
 """
 
 

@@ -1,18 +1,21 @@
-"""The README's install snippets (cloud-config, rollout script, client files), for
-the tests that check them: one parser, used by the unit and the e2e tests."""
+"""The install snippets of docs/packaging.md (cloud-config, rollout script, client
+files; the README's two install blocks are copies, checked equal), for the tests that
+check them: one parser, used by the unit and the e2e tests."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+PACKAGING = REPO / "docs" / "packaging.md"
 SCRIPT_MARKER = "# waagent-guard-rollout.sh"
 
 
-def section(title: str) -> str:
-    """The text of the `## title` section (up to the next `## `)."""
-    text = README.read_text()
+def section(title: str, document: Path = PACKAGING) -> str:
+    """The text of the `## title` section of `document` (up to the next `## `)."""
+    text = document.read_text()
     return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
@@ -31,7 +34,7 @@ def cloud_configs() -> list[str]:
 
 def rollout_script() -> str:
     found = [b for b in blocks(install_section(), "bash") if SCRIPT_MARKER in b.splitlines()[1]]
-    assert len(found) == 1, "README: exactly one bash block named waagent-guard-rollout.sh"
+    assert len(found) == 1, "docs/packaging.md: one bash block named waagent-guard-rollout.sh"
     return found[0]
 
 
@@ -43,18 +46,18 @@ def settings_command() -> str:
         for line in block.splitlines()
         if line.endswith(">cse-settings.json")
     ]
-    assert len(lines) == 1, "README: one command writing cse-settings.json"
+    assert len(lines) == 1, "docs/packaging.md: one command writing cse-settings.json"
     return lines[0]
 
 
 def repo_file() -> str:
     found = [b for b in blocks(install_section(), "ini") if b.startswith("[waagent-guard]")]
-    assert len(found) == 1, "README: one waagent-guard.repo block"
+    assert len(found) == 1, "docs/packaging.md: one waagent-guard.repo block"
     return found[0]
 
 
 def apt_source_line() -> str:
-    """The `deb [signed-by=...] ... main` line the README tells users to add."""
+    """The `deb [signed-by=...] ... main` line docs/packaging.md tells users to add."""
     match = re.search(r'^echo "(deb \[signed-by=[^"]+)"', install_section(), flags=re.M)
-    assert match, "README: no deb [signed-by=...] line"
+    assert match, "docs/packaging.md: no deb [signed-by=...] line"
     return match.group(1)

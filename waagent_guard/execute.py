@@ -1,4 +1,7 @@
-"""The one place the guard runs external commands (systemctl, service, rc-service, ...).
+"""The one place the package runs external commands (systemctl, service, rc-service, ...).
+
+The only module of waagent_guard that imports `subprocess` (tests/unit/test_layout.py
+checks it), so environment, sessions and timeouts of every child are read here.
 
 `CommandRunner` is the injectable interface: an argv list and a timeout in,
 `(returncode, stdout, stderr)` out. `SubprocessRunner` is the production
@@ -18,11 +21,16 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, NamedTuple, Optional, Protocol
+from typing import IO, Any, BinaryIO, NamedTuple, Optional, Protocol, Union
 
 from waagent_guard.errors import ServiceError
 
 log = logging.getLogger(__name__)
+
+# A started child and its wait timeout, for the demo's simulated agent (spawn()).
+Child = subprocess.Popen
+TimeoutExpired = subprocess.TimeoutExpired
+DEVNULL = subprocess.DEVNULL
 
 
 class CommandResult(NamedTuple):
@@ -146,3 +154,32 @@ def run_command(
     except subprocess.TimeoutExpired:
         _kill_group(process)
         return CommandOutcome(None, f"timed out after {timeout:g} s")
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[str] = None,
+    stdout: Union[int, IO[Any], None] = None,
+    stderr: Union[int, IO[Any], None] = None,
+    new_session: bool = False,
+) -> Child[bytes]:
+    """Start argv (no shell, stdin closed) and return it without waiting.
+
+    Only for the demo: the simulated agent starting its ExtHandler child and the
+    demo's `start` verb detaching it like a service manager would
+    (`new_session=True`). The environment is the caller's, unchanged: a simulated
+    agent is not a command the guard parses.
+    """
+    log.debug("starting %s", describe_command(argv))
+    child: Child[bytes] = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=None if env is None else dict(env),
+        cwd=cwd,
+        start_new_session=new_session,
+    )
+    return child

@@ -23,10 +23,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from waagent_guard import __version__
+from waagent_guard.agent.record import LEVELS
 from waagent_guard.observe import HEALTH_EXIT_CODES, UNKNOWN, Observation, assess
 from waagent_guard.redact import redact_text
 
-LOG_LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR")
+LOG_LEVELS = LEVELS  # the agent's levels, one series each
 
 # `waagent_guard_check_status` values (doctor.findings maps each status to one of these).
 CHECK_STATUS_HELP = "Doctor check result: 0 ok, 1 warn, 2 fail, 3 skipped or not run yet, 4 error"

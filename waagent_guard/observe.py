@@ -329,12 +329,14 @@ def observe(
     manager: Optional[ServiceManager] = None,
     log_signals: Optional[LogSignals] = None,
     clock: Callable[[], float] = time.time,
+    find_processes: Callable[[Sysroot], tuple[AgentProcess, ...]] = processes_in_root,
 ) -> Observation:
-    """Read every fact once. `log_signals` lets the daemon pass its live tailer's signals."""
+    """Read every fact once. `log_signals` lets the daemon pass its live tailer's signals,
+    `find_processes` its `ProcessFinder` (a full /proc scan only now and then)."""
     now = clock()
     proc_error = None
     try:
-        processes = processes_in_root(sysroot)
+        processes = find_processes(sysroot)
     except ProcessScanError as error:
         proc_error = str(error)
         processes = ()

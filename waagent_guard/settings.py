@@ -279,5 +279,5 @@ def toml_line(name: str, value: object) -> str:
 
 
 def toml_value(value: object) -> str:
-    """A single-line value as TOML (the README's table of defaults)."""
+    """A single-line value as TOML (the defaults in docs/configuration.md and guard.toml(5))."""
     return toml_line("v", value).split(" = ", 1)[1]

@@ -23,8 +23,6 @@ DEFAULT_EXTENSION_LOG_DIR = "/var/log/azure"
 DEFAULT_PID_FILE = "/var/run/waagent.pid"
 
 GUARD_CONFIG = "/etc/waagent-guard/guard.toml"
-GUARD_STATE_DIR = "/var/lib/waagent-guard"
-GUARD_RUN_DIR = "/run/waagent-guard"
 
 # DHCP leases: dhclient (Debian/Ubuntu, RHEL) and systemd-networkd.
 DHCP_LEASE_GLOBS = (
@@ -44,7 +42,6 @@ AGENT_UNIT_NAMES = ("walinuxagent.service", "waagent.service")
 
 VMSNAPSHOT_NAME = "Microsoft.Azure.RecoveryServices.VMSnapshotLinux"
 VMSNAPSHOT_FREEZE_LOCK = "/etc/azure/MicrosoftRecoverySvcsSafeFreezeLock/SafeFreezeLockFile"
-VMBACKUP_CONF = "/etc/azure/vmbackup.conf"
 DMI_CHASSIS_ASSET_TAG = "/sys/class/dmi/id/chassis_asset_tag"
 AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 

@@ -94,6 +94,12 @@ def test_package_installs_enables_and_starts_the_guard(container: Container, deb
     conffiles = container.run(["dpkg-query", "-W", "-f=${Conffiles}", "waagent-guard"]).stdout
     assert "/etc/waagent-guard/guard.toml" in conffiles
     assert container.run(["waagent-guard", "--version"]).returncode == 0
+    installed = container.run(["dpkg", "-L", "waagent-guard"]).stdout.split()
+    assert "/usr/share/man/man1/waagent-guard.1.gz" in installed
+    assert "/usr/share/man/man5/guard.toml.5.gz" in installed  # guard.toml(5)
+    # dh_compress may gzip a long document: its name is kept either way.
+    docs = "/usr/share/doc/waagent-guard/docs/"
+    assert any(p.startswith(docs + "configuration.md") for p in installed)
 
 
 def test_unit_exposure_is_at_most_four(container: Container) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from pydantic import BaseModel
 
 from waagent_guard.settings import Settings, parse_settings
 
@@ -19,9 +20,9 @@ UNIT = REPO / "systemd" / "waagent-guard.service"
 WHEELHOUSE = REPO / "packaging" / "wheelhouse"
 
 
-def _load_renderer() -> ModuleType:
+def _load_renderer(script: str = "render-guard-toml.py") -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        "render_guard_toml", REPO / "packaging" / "render-guard-toml.py"
+        script.removesuffix(".py").replace("-", "_"), REPO / "packaging" / script
     )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -44,6 +45,53 @@ def test_packaged_guard_toml_is_the_rendered_defaults_all_commented_out() -> Non
         line for line in text.splitlines() if line and not line.startswith(("#", "["))
     ]
     assert active == []
+
+
+def _settings_keys(prefix: str = "", model: type[BaseModel] = Settings) -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += _settings_keys(f"{prefix}{name}.", annotation)
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def test_guard_toml_man_page_is_rendered_from_the_settings_model() -> None:
+    page = (REPO / "packaging" / "guard.toml.5").read_text()
+    assert page == _load_renderer("render-guard-toml-man.py").render(), "run `make guard-toml`"
+    sections = re.findall(r"^\.SS \[([a-z_.]+)\]$", page, flags=re.M)
+    shown = []
+    for part in re.split(r"^\.SS ", page, flags=re.M)[1:]:
+        section = part.split("]", 1)[0].lstrip("[")
+        names = re.findall(r"^\\fB([a-z_\\-]+)\\fR = ", part, flags=re.M)
+        shown += [f"{section}.{name.replace(chr(92) + '-', '-')}" for name in names]
+    assert sections and sorted(shown) == sorted(_settings_keys())
+
+
+def test_guard_toml_man_page_formats_without_warnings() -> None:
+    man = shutil.which("man")
+    if man is None:
+        pytest.skip("man is not installed")
+    result = subprocess.run(
+        [man, "--warnings", "-l", str(REPO / "packaging" / "guard.toml.5")],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"MANWIDTH": "80", "PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "daemon.state_file" in result.stdout and "tick_seconds" in result.stdout
+
+
+def test_deb_and_rpm_ship_both_man_pages_and_the_docs() -> None:
+    manpages = (REPO / "packaging" / "debian" / "waagent-guard.manpages").read_text().split()
+    assert manpages == ["packaging/waagent-guard.1", "packaging/guard.toml.5"]
+    spec = (REPO / "packaging" / "rpm" / "waagent-guard.spec").read_text()
+    assert "gzip -9n <packaging/guard.toml.5 >%{buildroot}%{_mandir}/man5/guard.toml.5.gz" in spec
+    assert "%{_mandir}/man5/guard.toml.5*" in spec.split("%files", 1)[1]
+    rules = (REPO / "packaging" / "debian" / "rules").read_text()
+    for build in (rules, spec):
+        assert "for doc in README.md docs/*.md; do" in build
 
 
 def test_unit_is_a_notify_service_with_watchdog_not_ordered_against_the_agent() -> None:

@@ -329,8 +329,8 @@ def test_apt_installs_the_guard_from_the_signed_repository(
     _publish(container, keys["repo"], [pkgs.deb, pkgs.rpm])
     site = f"file://{SITE}"
     published = container.path(f"{SITE}/waagent-guard.repo").read_text()
-    assert published.replace(site, "https://REPO-HOST") == repo_file()  # the README's .repo
-    # The README's rollout script, as the Custom Script extension runs it, with
+    assert published.replace(site, "https://REPO-HOST") == repo_file()  # docs/packaging.md's .repo
+    # The rollout script of docs/packaging.md, as the Custom Script extension runs it, with
     # the site as a file:// URL. The root's Debian mirror is unreachable here: set aside.
     container.path("/root/waagent-guard-rollout.sh").write_text(rollout_script())
     mirror = container.path("/etc/apt/sources.list")
@@ -346,7 +346,7 @@ def test_apt_installs_the_guard_from_the_signed_repository(
 
     assert rollout.stdout.splitlines()[-2:] == ["active", f"waagent-guard {pkgs.version}"]
     line = apt_source_line().replace("https://REPO-HOST", site)
-    assert container.path(SOURCE).read_text() == line + "\n"  # the README's client line
+    assert container.path(SOURCE).read_text() == line + "\n"  # docs/packaging.md's client line
     assert (
         container.path(KEYRING).read_bytes()
         == container.path(f"{SITE}/waagent-guard-archive-keyring.gpg").read_bytes()

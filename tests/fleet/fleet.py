@@ -226,14 +226,14 @@ class Vm:
         return self.guest / "etc/waagent-guard/guard.toml"
 
     def write_config(self) -> None:
-        from waagent_guard.commands.demo import demo_settings_toml
+        from waagent_guard.demo.guestctl import demo_settings_toml
 
         self.config.write_text(demo_settings_toml(self.guest.resolve(), 8419, self.agent_args,
                                                   self.overrides))
 
     def tool(self, verb: str, *args: str) -> None:
         """The demo's service-manager verbs, in-process (no Python start-up per call)."""
-        from waagent_guard.commands.demo import start_agent, stop_agent
+        from waagent_guard.demo.guestctl import start_agent, stop_agent
 
         if verb in ("stop", "restart"):
             stop_agent(self.guest)
@@ -435,7 +435,7 @@ class Fleet:
 
     # -- start --
     def lay_vms(self) -> None:
-        from waagent_guard.commands.demo import prepare_guest
+        from waagent_guard.demo.guestctl import prepare_guest
 
         for index in range(self.count):
             address = f"127.0.0.{10 + index}"

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from waagent_guard.commands.demo import PIDFILE, prepare_guest
+from waagent_guard.demo.guestctl import PIDFILE, prepare_guest
 
 FAST: dict[str, dict[str, object]] = {
     "daemon": {"tick_seconds": 1.0, "debounce_seconds": 0.05, "proc_poll_seconds": 0.2},
@@ -70,7 +70,7 @@ class Guest:
         self.config = self.root / "etc/waagent-guard/guard.toml"
 
     def run_tool(self, verb: str, *args: str) -> int:
-        argv = [sys.executable, "-m", "waagent_guard.commands.demo", verb, str(self.root), *args]
+        argv = [sys.executable, "-m", "waagent_guard.demo.guestctl", verb, str(self.root), *args]
         return subprocess.run(argv, timeout=30, check=False).returncode
 
     def agent_pid(self) -> Optional[int]:

@@ -67,7 +67,7 @@ def test_demo_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
 
 def test_demo_tool_reports_usage_and_agent_state(tmp_path: Path) -> None:
     def tool(*argv: str) -> int:
-        return subprocess.run([sys.executable, "-m", "waagent_guard.commands.demo", *argv],
+        return subprocess.run([sys.executable, "-m", "waagent_guard.demo.guestctl", *argv],
                               capture_output=True, timeout=60, check=False).returncode
 
     assert tool("bogus") == 64

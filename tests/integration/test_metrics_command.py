@@ -1,4 +1,4 @@
-"""`waagent-guard metrics` (stdout and --textfile) and the README's metric table."""
+"""`waagent-guard metrics` (stdout and --textfile) and the metric table of docs/metrics.md."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from waagent_guard.cli import main
 from waagent_guard.commands.metrics import daemon_pid
 from waagent_guard.demo.simagent import lay_demo_guest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+METRICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 
 def run_metrics(*argv: str) -> tuple[int, str, str]:
@@ -76,12 +76,12 @@ def test_exposition_passes_promtool_check_metrics(tmp_path: Path) -> None:
     assert result.stdout.strip() == "" and result.stderr.strip() == ""
 
 
-def test_every_metric_in_the_readme_table_is_exported(tmp_path: Path) -> None:
+def test_every_metric_in_the_docs_table_is_exported(tmp_path: Path) -> None:
     root = lay_demo_guest(tmp_path / "guest")
     _, text, _ = run_metrics("--root", str(root))
     exported = set(re.findall(r"^# TYPE (\S+)", text, flags=re.M))
     exported |= {name + "_total" for name in exported}
-    documented = set(re.findall(r"^\| `(waagent_[a-z_]+)` \|", README.read_text(), flags=re.M))
+    documented = set(re.findall(r"^\| `(waagent_[a-z_]+)` \|", METRICS_DOC.read_text(), flags=re.M))
     # Families the daemon alone has (decisions), or that need a unit or a running agent.
     daemon_only = {"waagent_guard_decisions_total", "waagent_unit_restarts",
                    "waagent_unit_autorestart", "waagent_process_start_time_seconds",

@@ -12,8 +12,8 @@ from typing import Optional
 
 import pytest
 
-from waagent_guard.commands.agent import ensure_autorestart
 from waagent_guard.cli import main
+from waagent_guard.commands.agent import ensure_autorestart
 from waagent_guard.context import Context
 from waagent_guard.errors import UsageError, WriteError
 from waagent_guard.service import (

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from waagent_guard.bundle.catalogue import DEFAULT_CATALOGUE, SECRET_REASON
+from waagent_guard.bundle.globs import glob_regex, split_glob
 from waagent_guard.bundle.plan import (
     CommandEntry,
     FileEntry,
     ListingEntry,
     PlanOptions,
-    glob_regex,
     make_plan,
-    split_glob,
 )
 from waagent_guard.bundle.walk import ListedFile
 

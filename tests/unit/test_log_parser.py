@@ -12,7 +12,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from waagent_guard.agent.log import (
+from waagent_guard.agent.record import (
     MAX_RECORD_LINES,
     LogRecord,
     RecordParser,

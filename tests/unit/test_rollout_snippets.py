@@ -1,6 +1,7 @@
-"""The README's fleet rollout snippets are valid: the cloud-configs parse as YAML
+"""The fleet rollout snippets of docs/packaging.md are valid: the cloud-configs parse as YAML
 with the keys cloud-init documents, the Custom Script settings are built as
-documented and carry a script `bash -n` accepts, and the client lines agree."""
+documented and carry a script `bash -n` accepts, the client lines agree, and the
+README's two install blocks are the ones in docs/packaging.md."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ import pytest
 import yaml
 
 from tests.readme_snippets import (
+    README,
     apt_source_line,
+    blocks,
     cloud_configs,
+    install_section,
     repo_file,
     rollout_script,
     settings_command,
@@ -34,7 +38,7 @@ SUITE = "REPO-HOST/apt bookworm main"
 
 def _configs() -> list[dict[str, Any]]:
     configs = [yaml.safe_load(text) for text in cloud_configs()]
-    assert len(configs) == 2, "README: a Debian and an rpm cloud-config"
+    assert len(configs) == 2, "docs/packaging.md: a Debian and an rpm cloud-config"
     return configs
 
 
@@ -96,3 +100,12 @@ def test_bash_n_would_catch_a_broken_script() -> None:
         ["bash", "-n"], input=broken, text=True, capture_output=True, timeout=30, check=False
     )
     assert checked.returncode != 0
+
+
+def test_the_readme_install_blocks_are_those_of_the_packaging_guide() -> None:
+    readme = README.read_text().split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    shown = blocks(readme, "sh")
+    assert len(shown) == 2, "README ## Install: a Debian and an rpm block"
+    guide = blocks(install_section(), "sh")
+    for block in shown:
+        assert block in guide, f"README install block differs from docs/packaging.md:\n{block}"

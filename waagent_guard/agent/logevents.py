@@ -16,12 +16,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
+from waagent_guard.agent.record import LEVELS, LogRecord
 from waagent_guard.redact import redact_text
-
-if TYPE_CHECKING:
-    from waagent_guard.agent.log import LogRecord
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +27,6 @@ LAST_MESSAGE_CHARS = 300
 MAX_SUBJECTS = 50  # distinct extension names kept per event; the rest count as "other"
 OTHER_SUBJECT = "other"
 SEVERITIES = ("warn", "fail")
-_LEVELS = ("VERBOSE", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -226,7 +223,7 @@ class LogSignals:
         self.last_heartbeat: Optional[datetime] = None
         self.last_record_time: Optional[datetime] = None
         self.record_count = 0
-        self.counts_by_level: dict[str, int] = dict.fromkeys(_LEVELS, 0)
+        self.counts_by_level: dict[str, int] = dict.fromkeys(LEVELS, 0)
         self.events: dict[str, EventStat] = {event.name: EventStat() for event in self.catalogue}
         # Substring tests are ten times cheaper than regex searches: most records
         # contain none of the keywords and cost no regex at all.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -297,6 +298,48 @@ def _read_process(
         rss_bytes=_rss_bytes(process_dir),
         cpu_seconds=cpu_seconds,
     )
+
+
+def read_agent_processes(
+    proc_root: Path, pids: Iterable[int], *, clock_ticks: Optional[int] = None
+) -> Optional[tuple[AgentProcess, ...]]:
+    """The agent processes among `pids` (the others are skipped), or None when unsure.
+
+    None when a process could not be read for another reason than exiting
+    (permission, EMFILE, ...): the caller then scans /proc in full, which reports
+    such errors as it should.
+    """
+    ticks = clock_ticks or os.sysconf("SC_CLK_TCK")
+    boot_time = _boot_time(Path(proc_root))
+    found: list[AgentProcess] = []
+    for pid in pids:
+        try:
+            process = _read_process(Path(proc_root) / str(pid), pid, boot_time, ticks)
+        except _Vanished:
+            continue
+        except OSError:
+            return None
+        if process is not None:
+            found.append(process)
+    return tuple(found)
+
+
+def child_pids(proc_root: Path, pid: int) -> Optional[list[int]]:
+    """The children of `pid`, from /proc/PID/task/*/children; None when that cannot be read.
+
+    The file exists on kernels built with CONFIG_PROC_CHILDREN (Debian, Ubuntu, RHEL
+    and SUSE kernels are); without it the caller scans /proc.
+    """
+    task_dir = Path(proc_root) / str(pid) / "task"
+    try:
+        tasks = os.listdir(task_dir)
+        children: list[int] = []
+        for task in tasks:
+            text = _read_proc_file(task_dir / task / "children").decode("ascii", "replace")
+            children.extend(int(word) for word in text.split() if word.isdigit())
+    except (_Vanished, OSError):
+        return None
+    return children
 
 
 def find_agent_processes(

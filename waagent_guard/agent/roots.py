@@ -23,10 +23,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
-from waagent_guard.agent.process import AgentProcess, find_agent_processes
+from waagent_guard.agent.process import (
+    ROLE_DAEMON,
+    AgentProcess,
+    child_pids,
+    find_agent_processes,
+    read_agent_processes,
+)
 from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)
@@ -95,7 +102,74 @@ def processes_in_root(sysroot: Sysroot) -> tuple[AgentProcess, ...]:
     """The agent processes of `sysroot`'s own agent (see the module docstring)."""
     if not sysroot.is_host and not sysroot.proc.is_dir():
         return ()  # an offline tree: no processes to look at
-    processes = find_agent_processes(sysroot.proc)
+    return _in_root(sysroot, find_agent_processes(sysroot.proc))
+
+
+class ProcessFinder:
+    """`processes_in_root` for a long-running caller: a full /proc scan only now and then.
+
+    A full scan reads the cmdline of every process on the machine (one file per
+    process, twice per tick before this). Between full scans the finder re-reads
+    only the agent processes it found last time (the same PID with the same start
+    time is the same process) and the daemons' children (/proc/PID/task/*/children:
+    a restarted ExtHandler is a new child). It falls back to the full scan when a
+    known process is gone or changed, when the children cannot be listed (a kernel
+    without CONFIG_PROC_CHILDREN, a read error), when no daemon was known, and every
+    `full_scan_every`-th call, so a stray second daemon or an ExtHandler outside the
+    daemon's tree is still seen within that many ticks. The answer is always what a
+    full scan would say about the processes it re-read; errors of the full scan
+    (ProcessScanError) reach the caller unchanged.
+    """
+
+    def __init__(
+        self,
+        *,
+        full_scan_every: int = 20,
+        scan: Callable[[Sysroot], tuple[AgentProcess, ...]] = processes_in_root,
+    ) -> None:
+        self._full_scan_every = max(1, full_scan_every)
+        self._scan = scan
+        self._known: tuple[AgentProcess, ...] = ()
+        self._since_full = 0
+        self.full_scans = 0  # for tests and benchmarks
+
+    def __call__(self, sysroot: Sysroot) -> tuple[AgentProcess, ...]:
+        self._since_full += 1
+        quick = None
+        if self._since_full < self._full_scan_every and any(
+            process.role == ROLE_DAEMON for process in self._known
+        ):
+            quick = self._recheck(sysroot)
+        if quick is None:
+            self._since_full = 0
+            self.full_scans += 1
+            quick = self._scan(sysroot)
+        self._known = quick
+        return quick
+
+    def _recheck(self, sysroot: Sysroot) -> Optional[tuple[AgentProcess, ...]]:
+        known = {process.pid: process for process in self._known}
+        candidates = dict.fromkeys(known)
+        for process in self._known:
+            if process.role == ROLE_DAEMON:
+                children = child_pids(sysroot.proc, process.pid)
+                if children is None:
+                    return None
+                candidates.update(dict.fromkeys(children))
+        found = read_agent_processes(sysroot.proc, candidates)
+        if found is None:
+            return None
+        seen = {process.pid: process for process in found}
+        for pid, before in known.items():
+            now = seen.get(pid)
+            if now is None or (now.role, now.start_time) != (before.role, before.start_time):
+                return None  # gone, replaced or changed role: look everywhere
+        ordered = sorted(found, key=lambda p: (p.role != ROLE_DAEMON, p.pid))
+        return _in_root(sysroot, ordered)
+
+
+def _in_root(sysroot: Sysroot, found: Iterable[AgentProcess]) -> tuple[AgentProcess, ...]:
+    processes = tuple(found)
     if sysroot.is_host:
         return tuple(p for p in processes if belongs_to_host(p, sysroot.proc))
     prefix = str(sysroot.root.resolve()) + os.sep
@@ -106,10 +180,16 @@ def processes_in_root(sysroot: Sysroot) -> tuple[AgentProcess, ...]:
     )
 
 
-def root_pid_finder(sysroot: Sysroot) -> Callable[[], Optional[int]]:
-    """The PID of `sysroot`'s own agent daemon, looked up per call (service managers)."""
+def root_pid_finder(
+    sysroot: Sysroot,
+    processes: Callable[[Sysroot], tuple[AgentProcess, ...]] = processes_in_root,
+) -> Callable[[], Optional[int]]:
+    """The PID of `sysroot`'s own agent daemon, looked up per call (service managers).
+
+    The daemon passes its `ProcessFinder`, so asking the manager costs no second scan.
+    """
 
     def find() -> Optional[int]:
-        return next((p.pid for p in processes_in_root(sysroot) if p.role == "daemon"), None)
+        return next((p.pid for p in processes(sysroot) if p.role == ROLE_DAEMON), None)
 
     return find

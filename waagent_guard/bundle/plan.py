@@ -11,66 +11,20 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Optional, Union
 
 from waagent_guard.bundle.catalogue import SECRET_REASON, Catalogue, CommandItem, expand
+from waagent_guard.bundle.globs import glob_regex
 
 if TYPE_CHECKING:
     from waagent_guard.bundle.walk import ListedFile
 
 log = logging.getLogger(__name__)
 
-_GLOB_CHARS = re.compile(r"[*?\[]")
 JOURNAL_LINES_WITHOUT_SINCE = 20000
-
-
-def split_glob(glob: str) -> tuple[str, Optional[int]]:
-    """`/var/lib/waagent/*/status/*.status` -> (`/var/lib/waagent`, 3); `**` -> depth None."""
-    parts = PurePosixPath(glob).parts
-    for index, part in enumerate(parts):
-        if _GLOB_CHARS.search(part):
-            base = str(PurePosixPath(*parts[:index]))
-            rest = parts[index:]
-            return base, None if "**" in rest else len(rest)
-    return glob, 0
-
-
-@lru_cache(maxsize=512)
-def glob_regex(glob: str) -> re.Pattern[str]:
-    """A host-path glob as a regex: `*`, `?` and `[...]` stay in one component, `**` crosses."""
-    out = []
-    index = 0
-    while index < len(glob):
-        char = glob[index]
-        if glob.startswith("**", index):
-            out.append(".*")
-            index += 2
-        elif char == "*":
-            out.append("[^/]*")
-            index += 1
-        elif char == "?":
-            out.append("[^/]")
-            index += 1
-        elif char == "[":
-            close = glob.find("]", index + 1)
-            if close < 0:
-                out.append(re.escape(char))
-                index += 1
-            else:
-                body = glob[index + 1:close].replace("\\", "\\\\")
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                index = close + 1
-        else:
-            out.append(re.escape(char))
-            index += 1
-    return re.compile("".join(out) + r"\Z")
 
 
 def matches(path: str, globs: Sequence[str]) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Optional
 
-from waagent_guard.bundle.plan import split_glob
+from waagent_guard.bundle.globs import split_glob
 from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """`waagent-guard status`: the agent's health on one screen, or as stable JSON.
 
 `status_document()` is pure (Observation -> dict) and defines the JSON schema
-documented in the README; `render_text()` is the five-second screen. Exit code:
+documented in docs/status.md; `render_text()` is the five-second screen. Exit code:
 0 healthy, 1 degraded, 2 down, 4 unknown (the agent's state could not be read).
 """
 

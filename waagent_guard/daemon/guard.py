@@ -24,6 +24,7 @@ from waagent_guard.agent.log import (
     RecordParser,
     guest_timezone,
 )
+from waagent_guard.agent.roots import ProcessFinder
 from waagent_guard.agent.tail import READ_SLICE_BYTES
 from waagent_guard.context import Context
 from waagent_guard.daemon.loop import EventLoop, Wakeup
@@ -69,7 +70,14 @@ class Guard:
         self.config_path = config_path
         self.clock = clock
         self.monotonic = monotonic
-        self.manager = manager if manager is not None else make_service_manager(settings, sysroot)
+        # One finder for the loop's observations and the manager's PID lookups: a full
+        # /proc scan only every 20th look (agent/roots.py).
+        self.find_processes = ProcessFinder()
+        self.manager = (
+            manager
+            if manager is not None
+            else make_service_manager(settings, sysroot, processes=self.find_processes)
+        )
         self.notifier = notifier if notifier is not None else Notifier()
         self.state_path = sysroot.path(settings.daemon.state_file)
         self.state = load_state(self.state_path)
@@ -349,6 +357,7 @@ class Guard:
             manager=self.manager if ask_manager or previous is None else None,
             log_signals=self.signals,
             clock=self.clock,
+            find_processes=self.find_processes,
         )
         if not ask_manager and previous is not None:
             observation = dataclasses.replace(

@@ -43,7 +43,9 @@ def apply_settings(guard: Guard, new: Settings) -> None:
     old = guard.settings
     guard.settings = new
     if new.agent != old.agent:
-        guard.manager = make_service_manager(new, guard.sysroot)
+        guard.manager = make_service_manager(
+            new, guard.sysroot, processes=guard.find_processes
+        )
         guard.conf_path = resolve_conf_path(guard.sysroot, new)
         if new.agent.log_path != old.agent.log_path and guard.tailer is not None:
             guard.tailer.close()

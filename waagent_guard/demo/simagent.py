@@ -26,7 +26,6 @@ import logging
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from waagent_guard.agent.conf import agent_config, load_conf
+from waagent_guard.execute import Child, TimeoutExpired, spawn
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -216,7 +216,7 @@ class _Daemon:
         self.log = log
         self.clock = clock
         self.environ = environ
-        self.child: Optional[subprocess.Popen[bytes]] = None
+        self.child: Optional[Child[bytes]] = None
         self.child_name = f"WALinuxAgent-{DAEMON_VERSION}"
         self.child_argv: list[str] = []
 
@@ -251,7 +251,7 @@ class _Daemon:
         # The child compares its parent with this, not with its first getppid(): the
         # daemon may die before the child's interpreter has even started.
         env[ENV_DAEMON_PID] = str(os.getpid())
-        self.child = subprocess.Popen(self.child_argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL)
+        self.child = spawn(self.child_argv, cwd=str(cwd), env=env)
         self.say("INFO", f"Agent {self.child_name} launched with command '{self.command}'")
 
     def reap_child(self) -> None:
@@ -277,7 +277,7 @@ class _Daemon:
         self.child.send_signal(signum)
         try:
             self.child.wait(timeout=CHILD_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
+        except TimeoutExpired:
             self.child.kill()
             self.child.wait()
 
@@ -439,17 +439,27 @@ def main(
 
 
 def start_simagent(
-    root: Path, *args: str, env: Optional[Mapping[str, str]] = None, **popen_options: Any
-) -> subprocess.Popen[bytes]:
+    root: Path,
+    *args: str,
+    env: Optional[Mapping[str, str]] = None,
+    stdout: Any = None,
+    stderr: Any = None,
+    new_session: bool = False,
+    cwd: Optional[Path] = None,
+) -> Child[bytes]:
     """Start `python3 -u <root>/usr/sbin/waagent -daemon` with `args` (the simulated
     agent's options) passed in its environment (for tests and the demo)."""
     argv = [sys.executable, "-u", str(Path(root) / DAEMON_PROGRAM), "-daemon"]
     environment = dict(os.environ if env is None else env)
     environment.update(options_as_environment(args))
-    process: subprocess.Popen[bytes] = subprocess.Popen(
-        argv, env=environment, stdin=subprocess.DEVNULL, **popen_options
+    return spawn(
+        argv,
+        env=environment,
+        cwd=None if cwd is None else str(cwd),
+        stdout=stdout,
+        stderr=stderr,
+        new_session=new_session,
     )
-    return process
 
 
 def _copy_tree(source: Traversable, target: Path) -> None:

@@ -216,10 +216,6 @@ def spec(code: str) -> CheckSpec:
     return _BY_CODE[code]
 
 
-def codes() -> tuple[str, ...]:
-    return tuple(item.code for item in CATALOGUE)
-
-
 class _Defaulting(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"

@@ -110,10 +110,6 @@ class ProbeResult:
         return self.outcome is Outcome.OK
 
     @property
-    def reachable(self) -> bool:
-        return self.outcome in (Outcome.OK, Outcome.HTTP_ERROR)
-
-    @property
     def explanation(self) -> str:
         return EXPLANATIONS[self.outcome]
 

@@ -1,7 +1,7 @@
 """The doctor's two outputs: the human report and the stable JSON document.
 
 Pure functions: findings and a little context in, text or a dict out. The JSON
-schema (`waagent-guard/doctor/v1`) is documented in the README (JSON document); add
+schema (`waagent-guard/doctor/v1`) is documented in docs/doctor.md (JSON document); add
 fields, never rename or remove them.
 """
 

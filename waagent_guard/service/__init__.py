@@ -2,7 +2,7 @@
 
 `make_service_manager(settings, sysroot, runner)` returns a `ServiceManager`
 (state, start, restart, stop, reset_failed, daemon_reload). Every external
-command goes through one injectable `CommandRunner`; `SubprocessRunner` is the
+command goes through one injectable `CommandRunner`; execute.py (`SubprocessRunner`) is the
 only caller of `subprocess` in the package.
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from waagent_guard.errors import GuardError, ServiceError
 from waagent_guard.execute import CommandRunner, SubprocessRunner
@@ -25,6 +25,9 @@ from waagent_guard.service.systemd import (
 )
 from waagent_guard.settings import Settings
 from waagent_guard.sysroot import AGENT_UNIT_NAMES, Sysroot
+
+if TYPE_CHECKING:
+    from waagent_guard.agent.process import AgentProcess
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +83,18 @@ def make_service_manager(
     *,
     binaries: Binaries = Binaries(),  # noqa: B008 - frozen dataclass, never mutated
     pid_finder: Optional[PidFinder] = None,
+    processes: Optional[Callable[[Sysroot], tuple[AgentProcess, ...]]] = None,
 ) -> ServiceManager:
-    """The manager `settings.agent` asks for (`auto`: detected under `sysroot`)."""
+    """The manager `settings.agent` asks for (`auto`: detected under `sysroot`).
+
+    `processes` finds the agent's processes (the daemon passes its `ProcessFinder`).
+    """
     agent = settings.agent
     runner = runner if runner is not None else SubprocessRunner()
     if pid_finder is None:  # only this root's own agent (not a container's or demo's)
-        from waagent_guard.agent.roots import root_pid_finder
+        from waagent_guard.agent.roots import processes_in_root, root_pid_finder
 
-        pid_finder = root_pid_finder(sysroot)
+        pid_finder = root_pid_finder(sysroot, processes or processes_in_root)
     finder = pid_finder
     timeout = agent.command_timeout_seconds
     kind = agent.manager if agent.manager != "auto" else detect_manager_kind(sysroot, agent.unit)
