@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -294,6 +295,9 @@ def test_a_flood_of_garbage_and_huge_lines_is_answered_and_bounded(socket_path: 
                 reply = raw_exchange(socket_path, payload)
                 assert reply["ok"] is False
         assert request(socket_path, {"command": "after"})["echo"] == {"command": "after"}
+        deadline = time.monotonic() + 30  # the driver closes right after sending the reply
+        while control.open_connections and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert control.open_connections == 0
     finally:
         control.close()
