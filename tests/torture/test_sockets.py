@@ -311,7 +311,7 @@ def operator_start(guest: Guest) -> None:
 def test_two_hundred_kills_in_bursts_honour_the_budget_without_growth(rig: Rig) -> None:
     before = vitals(rig.pid)
     restarts_before = rig.restarts()
-    killed: set[int] = set()
+    kills = 0
     by_operator = 0
     for _burst in range(20):
         for _ in range(10):
@@ -326,7 +326,7 @@ def test_two_hundred_kills_in_bursts_honour_the_budget_without_growth(rig: Rig) 
                 pid = wait_for(rig.guest.agent_pid, what="the agent to start")
             assert isinstance(pid, int)
             os.kill(pid, signal.SIGKILL)
-            killed.add(pid)
+            kills += 1
             wait_for(lambda gone=pid: rig.guest.agent_pid() != gone, what="the killed agent gone")
         time.sleep(0.3)
     if rig.guest.agent_pid() is None:
@@ -338,11 +338,12 @@ def test_two_hundred_kills_in_bursts_honour_the_budget_without_growth(rig: Rig) 
     restarts = rig.restarts() - restarts_before
     held_back = samples.get('waagent_guard_decisions_total{action="wait"}', 0.0)
     report("kill-9-x200-bursts",
-           f"{len(killed)} agents killed in 20 bursts of 10: {restarts:.0f} restarted by the guard "
-           f"(1 before; budget 3 per 600 s and never a 3rd within 300 s), {by_operator} started "
+           f"{kills} agents killed in 20 bursts of 10: {restarts:.0f} restarted by the guard "
+           f"(it had started it twice in the last 300 s: never a 3rd, the agent's own rule; "
+           f"budget 3 per 600 s), {by_operator} started "
            f"by the operator, {held_back:.0f} wait decisions; threads {before[0]}->{after[0]}, "
            f"fds {before[1]}->{after[1]}, RSS {before[2] // 1024}->{after[2] // 1024} MiB")
-    assert len(killed) == 200
+    assert kills == 200  # each a distinct live agent: we waited for it to be gone
     assert restarts <= 1  # with the restart of the previous test: never a 3rd within 300 s
     assert held_back >= 1
     assert after[0] <= before[0] + 1
