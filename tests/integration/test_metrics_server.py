@@ -285,6 +285,34 @@ def test_at_the_cap_the_oldest_idle_connection_makes_room_after_its_grace() -> N
         server.close()
 
 
+def test_a_client_that_does_not_read_its_answer_is_evicted_after_its_grace() -> None:
+    now = [0.0]
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def big(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"x" * (32 << 20)]  # more than any socket buffer holds
+
+    server = HttpServer(listener, big, cap=1, clock=lambda: now[0])
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=30) as stalled:
+            stalled.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")  # and never reads
+            while server.open_connections < 1:
+                server.serve_once(5)
+            with socket.create_connection(listener.getsockname(), timeout=30) as honest:
+                honest.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+                server.serve_once(0.2)
+                assert server.served == 1 and server.rejected["evicted_idle"] == 0
+                now[0] = EVICTION_GRACE_SECONDS
+                for _ in range(20):  # bounded: before the fix a writer was never evicted
+                    server.serve_once(0.5)
+                    if server.served == 2:
+                        break
+                assert server.served == 2 and server.rejected["evicted_idle"] == 1
+    finally:
+        server.close()
+
+
 def test_the_cap_keeps_the_reserve_whatever_the_limit() -> None:
     assert connection_cap(1024, 20) == MAX_HTTP_CONNECTIONS
     assert connection_cap(400, 20) == 400 - 20 - FD_RESERVE

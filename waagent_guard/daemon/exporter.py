@@ -13,10 +13,11 @@ The server is built for a port any local user can reach (docs/SECURITY.md):
 - at most `connection_cap()` connections, derived from the process's actual
   RLIMIT_NOFILE minus a reserve the server never takes (the guard's own work:
   /proc scans, systemctl, the state file, file watches, the control socket);
-  at the cap, the oldest connection still waiting for its request head is
-  closed to admit the next one once it has had `EVICTION_GRACE_SECONDS` (an
-  honest scraper sends its request at once, an idle attacker does not); until
-  then new connections wait in the kernel's backlog. Idle connections cannot
+  at the cap, the connection that has waited longest in its current phase
+  (sending its request head, or reading the answer) is closed to admit the
+  next one once it has had `EVICTION_GRACE_SECONDS` (an honest scraper sends
+  its request at once and reads the answer at once, an idle attacker does not);
+  until then new connections wait in the kernel's backlog. Idle connections cannot
   starve scrapes and a burst of honest ones is not cut short;
 - a listen backlog of `LISTEN_BACKLOG`, so a burst of scrapers waits in the
   kernel (no fd of ours) instead of being refused;
@@ -83,7 +84,7 @@ REJECT_REASONS = (
     "head_timeout",  # no complete request head in HEAD_TIMEOUT_SECONDS
     "head_too_large",  # more than MAX_HEAD_BYTES without the end of the head
     "bad_request",  # not an HTTP request line / headers
-    "evicted_idle",  # closed while waiting for its head, to admit a newer connection
+    "evicted_idle",  # closed to admit a newer one: no request head, or not reading the answer
     "fd_exhausted",  # accept() failed with EMFILE/ENFILE/ENOBUFS/ENOMEM
     "tls_handshake",  # the TLS handshake failed or did not finish in time
     "write_timeout",  # the client did not read the answer in WRITE_TIMEOUT_SECONDS
@@ -312,10 +313,8 @@ class HttpServer:
         return None if idle is None else idle.since + EVICTION_GRACE_SECONDS
 
     def _oldest_idle(self) -> Optional[_Connection]:
-        for conn in self._connections.values():
-            if conn.state != "write":
-                return conn
-        return None
+        """The connection whose current phase (head or answer) began first."""
+        return next(iter(self._connections.values()), None)
 
     def _listen_if_room(self, now: float) -> None:
         """Accept only when there is room: otherwise connections wait in the backlog."""
@@ -388,7 +387,7 @@ class HttpServer:
 
     def _admit(self, sock: socket.socket) -> None:
         if len(self._connections) >= self.cap:
-            self._evict_oldest_idle()  # _accept_batch checked there is one past its grace
+            self._evict_oldest_idle()  # _accept_batch checked it is past its grace
         sock.setblocking(False)
         if self.ssl_context is not None:
             try:
@@ -535,7 +534,8 @@ class HttpServer:
     def _start_writing(self, conn: _Connection, data: bytes) -> None:
         conn.state = "write"
         conn.outbox = data
-        conn.deadline = self.clock() + self.write_timeout
+        conn.since = self.clock()
+        conn.deadline = conn.since + self.write_timeout
         self._connections.move_to_end(conn.sock.fileno())
         self._want(conn, selectors.EVENT_WRITE)
         self._write(conn)
