@@ -1,7 +1,7 @@
 """The guard's log ingest, alone in a process: `python -m bench.ingest_worker MODE FILE`.
 
 `parse`: stream the file line by line through `RecordParser.feed` and
-`LogSignals.update`, the daemon's per-line work (daemon.Guard._consume_log).
+`LogSignals.update`, the daemon's per-line work (daemon/logfeed.py LogFeed.consume).
 `tail`: the same, with lines read by `LogTailer(from_start=True).read_lines()` in
 bounded slices (`READ_SLICE_BYTES`), as the daemon reads them.
 Prints `{"lines": N, "records": M, "seconds": S}`.

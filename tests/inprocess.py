@@ -16,7 +16,7 @@ from waagent_guard.daemon.control import PeerCredentials
 from waagent_guard.daemon.guard import Guard
 from waagent_guard.errors import ServiceError
 from waagent_guard.service import UnitState
-from waagent_guard.settings import Settings
+from waagent_guard.settings import Settings, render_settings
 from waagent_guard.sysroot import Sysroot
 
 RUNNING = UnitState(active_state="active", sub_state="running", restart="no")
@@ -48,9 +48,12 @@ class FakeManager:
         self.unit_state: UnitState = RUNNING
         self.system: Optional[str] = "running"
         self.fail: Optional[str] = None  # state() and system_state() raise this
+        self.fail_actions: Optional[str] = None  # start/restart/reset_failed raise this
         self.calls: list[str] = []
+        self.state_calls = 0  # how often the unit was asked for (a `systemctl show` each)
 
     def state(self) -> UnitState:
+        self.state_calls += 1
         if self.fail is not None:
             raise ServiceError(self.fail)
         return self.unit_state
@@ -62,6 +65,8 @@ class FakeManager:
 
     def _act(self, verb: str) -> None:
         self.calls.append(verb)
+        if self.fail_actions is not None:
+            raise ServiceError(self.fail_actions)
         if verb in ("start", "restart") and self.world.start_brings_agent_back:
             self.world.start_agent()
             self.unit_state = RUNNING
@@ -77,6 +82,8 @@ class FakeManager:
 
     def reset_failed(self) -> None:
         self.calls.append("reset_failed")
+        if self.fail_actions is not None:
+            raise ServiceError(self.fail_actions)
 
     def daemon_reload(self) -> None:
         self.calls.append("daemon_reload")
@@ -105,6 +112,7 @@ class FakeNotifier:
         return True
 
     def reloading(self, status: Optional[str] = None) -> bool:
+        self.messages.append(f"RELOADING {status}")
         return True
 
 
@@ -130,11 +138,36 @@ class World:
         self.monotonic = FakeClock(1000.0)
         self.manager = FakeManager(self)
         self.notifier = FakeNotifier()
-        data = {"daemon": {"state_file": "/var/lib/waagent-guard/state.json"}}
+        self.data: dict[str, Any] = {
+            "daemon": {"state_file": "/var/lib/waagent-guard/state.json"},
+            # Short paths: a unix socket path has at most 107 bytes.
+            "control": {"socket": "/run/wg/control.sock"},
+            "metrics": {"address": "127.0.0.1", "port": 0},
+            "doctor": {"probe": "never"},
+        }
         for section, values in (settings or {}).items():
-            data.setdefault(section, {}).update(values)
-        self.settings = Settings.model_validate(data)
+            self.data.setdefault(section, {}).update(values)
+        self.settings = Settings.model_validate(self.data)
+        self.config_path = self.root / "etc/waagent-guard/guard.toml"
+        self.write_config()
         self._guard: Optional[Guard] = None
+        self.manager_requests: list[Settings] = []
+
+    def write_config(self, **changes: dict[str, Any]) -> Settings:
+        """guard.toml with the world's settings plus `changes` (section -> keys)."""
+        data = {section: dict(values) for section, values in self.data.items()}
+        for section, values in changes.items():
+            data.setdefault(section, {}).update(values)
+        settings = Settings.model_validate(data)
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(render_settings(settings))
+        return settings
+
+    def new_guard(self) -> Guard:
+        """A second guard on the same root (the guard restarted: state.json is kept)."""
+        self.close()
+        self._guard = None
+        return self.guard
 
     @property
     def guard(self) -> Guard:
@@ -142,13 +175,19 @@ class World:
             self._guard = Guard(
                 Sysroot(self.root, proc_root=self.proc),
                 self.settings,
-                config_path=self.root / "etc/waagent-guard/guard.toml",
+                config_path=self.config_path,
                 manager=self.manager,
                 notifier=self.notifier,
                 clock=self.clock,
                 monotonic=self.monotonic,
+                make_manager=self._make_manager,
             )
         return self._guard
+
+    def _make_manager(self, settings: Settings, sysroot: Sysroot) -> FakeManager:
+        """A reload that changes [agent] asks for a new manager: the same fake, recorded."""
+        self.manager_requests.append(settings)
+        return self.manager
 
     def add_process(self, argv: tuple[str, ...], *, state: str = "S") -> int:
         pid = self.next_pid

@@ -48,12 +48,20 @@ def describe_command(argv: Sequence[str]) -> str:
     return shlex.join(list(argv))
 
 
+# sd_notify(3) / sd_watchdog_enabled(3) variables systemd gave the guard: a child that
+# inherited them could send READY=1 or WATCHDOG=1 in the guard's name (systemctl does
+# not, but a configured command or an init script might).
+NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
 def command_environment(
     base_env: Optional[Mapping[str, str]] = None, extra_env: Optional[Mapping[str, str]] = None
 ) -> dict[str, str]:
     """The environment of every command the guard runs."""
     env = dict(os.environ if base_env is None else base_env)
     env.update(extra_env or {})
+    for name in NOTIFY_VARIABLES:
+        env.pop(name, None)
     # Parsers expect English, untranslated output (systemctl, service, ip).
     env["LC_ALL"] = "C"
     # No pager and no colour even if a caller's environment asks for them.

@@ -16,6 +16,7 @@ editing so a crash can never leave verbose logging on with no lease to undo it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -26,11 +27,13 @@ from typing import Any, Callable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from waagent_guard.agent.conf import ConfDocument, load_conf, set_conf_value
-from waagent_guard.errors import InputError
+from waagent_guard.agent.conf import ConfDocument, conf_target, edit_conf, load_conf
+from waagent_guard.errors import GuardError, InputError, UsageError
 from waagent_guard.fsutil import atomic_write, make_directory, read_bounded
 from waagent_guard.logsetup import decision_fields
-from waagent_guard.timeutil import iso_utc
+from waagent_guard.settings import VerboseSettings
+from waagent_guard.sysroot import Sysroot
+from waagent_guard.timeutil import format_duration, iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,11 @@ class VerboseLease(BaseModel):
     previous_value: Optional[str] = None
     started_at: float
     started_by: str = ""
+    # How to put the bytes back exactly (absent in a lease from before issue 14: the
+    # value is restored then): the line the lease rewrote, or the separator it added
+    # before appending its own line (latin-1, so any byte survives JSON).
+    previous_line: Optional[str] = None
+    appended_separator: Optional[str] = None
 
 
 class GuardState(BaseModel):
@@ -133,13 +141,44 @@ def lease_summary(path: Path) -> Optional[dict[str, Any]]:
     lease = load_state(path, quarantine=False).verbose_lease
     if lease is None:
         return None
-    summary = lease.model_dump(mode="json")
+    summary = lease.model_dump(mode="json", exclude=_UNDO_FIELDS)
     summary["expires_at_iso"] = iso_utc(lease.expires_at)
     summary["started_at_iso"] = iso_utc(lease.started_at)
     return summary
 
 
 # --- the lease ----------------------------------------------------------------------
+
+_UNDO_FIELDS = {"previous_line", "appended_separator"}
+_VERBOSE_ON = VERBOSE_KEY.encode("ascii") + b"=y"
+
+
+def _undo_fields(document: ConfDocument) -> dict[str, Optional[str]]:
+    """What `end_lease` needs to give back the exact bytes `document` has now."""
+    last = document.last_line(VERBOSE_KEY)
+    if last is None:
+        return {"appended_separator": document.append_separator().decode("latin-1")}
+    return {"previous_line": last.raw.decode("latin-1")}
+
+
+def _restore(document: ConfDocument, lease: VerboseLease) -> ConfDocument:
+    """`document` with the lease's line undone: exact bytes when the line is still ours."""
+    last = document.last_line(VERBOSE_KEY)
+    ours = last is not None and last.raw in (_VERBOSE_ON, _VERBOSE_ON + last.eol)
+    if ours and lease.previous_value is None and lease.appended_separator is not None:
+        undone = document.without_appended(
+            VERBOSE_KEY, lease.appended_separator.encode("latin-1")
+        )
+        if undone is not None:
+            return undone
+    if ours and lease.previous_line is not None:
+        raw = lease.previous_line.encode("latin-1")
+        assert last is not None
+        # The line's own end (the lease kept it) is what ends it now.
+        original_eol = b"\r\n" if raw.endswith(b"\r\n") else b"\n" if raw.endswith(b"\n") else b""
+        if last.eol == original_eol:
+            return document.with_line(VERBOSE_KEY, raw)
+    return document.with_value(VERBOSE_KEY, lease.previous_value)
 
 
 def written_value(document: ConfDocument, key: str = VERBOSE_KEY) -> Optional[str]:
@@ -155,10 +194,21 @@ def expired(state: GuardState, now: float) -> bool:
     return lease is not None and now >= lease.expires_at
 
 
-def remaining(state: GuardState, now: float) -> Optional[float]:
-    """Seconds until the lease ends (0 when overdue), None without a lease."""
-    lease = state.verbose_lease
-    return None if lease is None else max(0.0, lease.expires_at - now)
+def lease_duration(raw: object, settings: VerboseSettings) -> float:
+    """The one rule for a lease's length (CLI and daemon): a finite number of seconds in
+    (0, verbose.max_duration_seconds]; None means verbose.default_duration_seconds."""
+    try:
+        duration = float(settings.default_duration_seconds if raw is None else raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UsageError(f"--for: not a number of seconds: {raw!r}") from None
+    if not math.isfinite(duration) or duration <= 0:
+        raise UsageError(f"--for: the lease must last a positive number of seconds (got {raw!r})")
+    if duration > settings.max_duration_seconds:
+        raise UsageError(
+            f"--for {format_duration(duration)}: longer than verbose.max_duration_seconds "
+            f"({format_duration(settings.max_duration_seconds)}); ask for less or raise the limit"
+        )
+    return duration
 
 
 def begin_lease(
@@ -170,6 +220,7 @@ def begin_lease(
     who: str,
     *,
     state_path: Optional[Path] = None,
+    sysroot: Optional[Sysroot] = None,
 ) -> tuple[GuardState, bool]:
     """Turn `Logs.Verbose=y` on until `now + duration`; returns (new state, conf changed).
 
@@ -180,7 +231,7 @@ def begin_lease(
     """
     if not math.isfinite(duration) or duration <= 0:
         raise InputError(f"verbose on: the lease duration must be positive (got {duration:g}s)")
-    document = load_conf(conf_path)
+    document = load_conf(conf_target(conf_path, sysroot))
     current = document.get(VERBOSE_KEY)
     old = state.verbose_lease
     if old is None:
@@ -190,6 +241,7 @@ def begin_lease(
             previous_value=written_value(document),
             started_at=now,
             started_by=who,
+            **_undo_fields(document),
         )
     else:
         lease = old.model_copy(
@@ -203,7 +255,18 @@ def begin_lease(
         save_state(state_path, new_state)
     changed = False
     if current != "y":
-        set_conf_value(conf_path, VERBOSE_KEY, "y")
+        try:
+            edit_conf(
+                conf_path,
+                lambda document: document.with_value(VERBOSE_KEY, "y"),
+                sysroot=sysroot,
+                what=f"the verbose lease's edit of {VERBOSE_KEY}",
+            )
+        except GuardError:
+            if state_path is not None:  # no lease is owed for an edit that did not happen
+                with contextlib.suppress(GuardError):
+                    save_state(state_path, state)
+            raise
         changed = True
     logger.info(
         "verbose lease %s by %s until %s: %s",
@@ -223,7 +286,11 @@ def begin_lease(
 
 
 def end_lease(
-    conf_path: Path, state: GuardState, *, at_expiry: bool = False
+    conf_path: Path,
+    state: GuardState,
+    *,
+    at_expiry: bool = False,
+    sysroot: Optional[Sysroot] = None,
 ) -> tuple[GuardState, bool]:
     """Put back the value from before the lease; returns (state without lease, conf changed).
 
@@ -235,7 +302,7 @@ def end_lease(
     if lease is None:
         return state, False
     cleared = state.model_copy(update={"verbose_lease": None})
-    document = load_conf(conf_path)
+    document = load_conf(conf_target(conf_path, sysroot))
     current = document.get(VERBOSE_KEY)
     restored = "unset" if lease.previous_value is None else lease.previous_value
     if current != "y":
@@ -254,7 +321,15 @@ def end_lease(
     if lease.previous_value == "y":
         logger.info("verbose lease ended: %s was already y before the lease", VERBOSE_KEY)
         return cleared, False
-    set_conf_value(conf_path, VERBOSE_KEY, lease.previous_value)
+    edit_conf(
+        conf_path,
+        # Re-read on a concurrent change: a value someone set meanwhile still wins.
+        lambda document: (
+            document if document.get(VERBOSE_KEY) != "y" else _restore(document, lease)
+        ),
+        sysroot=sysroot,
+        what=f"the verbose lease's restore of {VERBOSE_KEY}",
+    )
     why = f"{VERBOSE_KEY} restored to {restored}"
     kind = "verbose_expired" if at_expiry else "verbose_off"
     logger.info("verbose lease ended: %s", why, extra=decision_fields(kind, why))

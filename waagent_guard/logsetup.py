@@ -1,29 +1,28 @@
 """Where log records go: journald (structured) under systemd, stderr otherwise.
 
 The only module that attaches logging handlers. Under systemd (INVOCATION_ID or
-JOURNAL_STREAM set) records go to the journal with structured fields:
-`systemd.journal.JournalHandler` when systemd-python imports, else the small
-pure-Python writer of the native protocol below, and plain stderr when the
-journal socket does not exist. Decisions carry a fixed MESSAGE_ID per kind
-(`MESSAGE_IDS`, see `decision_fields`) so `journalctl MESSAGE_ID=...` finds
-every restart, give-up or lease revert. Native protocol:
-https://systemd.io/JOURNAL_NATIVE_PROTOCOL/
+JOURNAL_STREAM set) with the journal socket present and systemd-python
+installed (the packages ship it), records go through
+`systemd.journal.JournalHandler` with structured fields: MESSAGE, PRIORITY,
+SYSLOG_IDENTIFIER=waagent-guard, LOGGER, THREAD_NAME, CODE_FILE/LINE/FUNC, and
+every upper-case `extra=` key: decisions carry a fixed MESSAGE_ID per kind
+(`MESSAGE_IDS`, see `decision_fields`) plus WG_DECISION and WG_REASON, so
+`journalctl MESSAGE_ID=...` finds every restart, give-up or lease revert.
+Otherwise (no systemd-python, no journal socket, or not under systemd) a plain
+stderr handler writes `waagent-guard[pid]: LEVEL message`; under systemd each
+line starts with the sd-daemon(3) priority prefix `<N>` so journald keeps the
+level of stderr lines. A record the journal refuses (journald restarting) is
+written to stderr with its prefix instead of being lost.
 """
 
 from __future__ import annotations
 
-import array
-import errno
-import fcntl
 import logging
 import os
-import re
-import socket
-import struct
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional, TextIO, Union
+from typing import Any, Callable, Optional, TextIO
 
 from waagent_guard.errors import ConfigError
 from waagent_guard.redact import RedactingFilter
@@ -59,8 +58,6 @@ _LEVELS = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
-# journald field names: upper-case letters, digits and "_", not starting with "_" or a digit.
-_FIELD_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _SYSLOG_PRIORITY = {
     logging.CRITICAL: 2,
     logging.ERROR: 3,
@@ -68,7 +65,7 @@ _SYSLOG_PRIORITY = {
     logging.INFO: 6,
     logging.DEBUG: 7,
 }
-FieldValue = Union[str, bytes]
+JournalSender = Callable[..., Any]  # systemd.journal.send's signature: (MESSAGE, **fields)
 
 
 def under_systemd(environ: Optional[Mapping[str, str]] = None) -> bool:
@@ -125,25 +122,24 @@ def configure_daemon_logging(
     environ: Optional[Mapping[str, str]] = None,
     stream: Optional[TextIO] = None,
     journal_socket: Path = JOURNAL_SOCKET,
-    use_systemd_python: bool = True,
+    journal_sender: Optional[JournalSender] = None,
 ) -> logging.Handler:
     """Attach the daemon's one handler to the root logger and return it.
 
-    Under systemd and with the journal socket present: journald with structured
-    fields. Otherwise `stream` (default stderr) as `waagent-guard[pid]: LEVEL
-    message`, without timestamps (journald and the terminal add their own).
-    When stderr is itself connected to the journal (JOURNAL_STREAM), each line
-    starts with a `<priority>` prefix so journald keeps the level.
+    Under systemd with the journal socket present: systemd-python's
+    JournalHandler (structured fields). Otherwise `stream` (default stderr) as
+    `waagent-guard[pid]: LEVEL message`, without timestamps (journald and the
+    terminal add their own), with a `<priority>` prefix under systemd.
+    `journal_sender` replaces `systemd.journal.send` (JournalHandler's own hook).
     """
     numeric_level = parse_level(level)
     output = sys.stderr if stream is None else stream
-    handler: logging.Handler
-    if under_systemd(environ) and journal_socket.is_socket():
-        handler = _journal_handler(journal_socket, output, use_systemd_python)
-    else:
-        handler = logging.StreamHandler(output)
-        prefix = "<%(syslog_priority)d>" if under_systemd(environ) else ""
-        handler.setFormatter(_StderrFormatter(prefix + STDERR_FORMAT))
+    systemd = under_systemd(environ)
+    handler: Optional[logging.Handler] = None
+    if systemd and journal_socket.is_socket():
+        handler = journal_handler(output, sender=journal_sender)
+    if handler is None:
+        handler = stderr_handler(output, prefix=systemd)
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
@@ -153,133 +149,46 @@ def configure_daemon_logging(
     return handler
 
 
-def _journal_handler(
-    journal_socket: Path, fallback_stream: TextIO, use_systemd_python: bool
-) -> logging.Handler:
-    if use_systemd_python and journal_socket == JOURNAL_SOCKET:
+def stderr_handler(stream: TextIO, *, prefix: bool) -> logging.Handler:
+    """`waagent-guard[pid]: LEVEL message` lines; with `prefix`, led by `<N>` (sd-daemon(3))."""
+    handler = logging.StreamHandler(stream)
+    lead = "<%(syslog_priority)d>" if prefix else ""
+    handler.setFormatter(_StderrFormatter(lead + STDERR_FORMAT))
+    return handler
+
+
+def journal_handler(
+    fallback_stream: TextIO, *, sender: Optional[JournalSender] = None
+) -> Optional[logging.Handler]:
+    """systemd-python's JournalHandler (None when systemd-python is not installed).
+
+    A record journald cannot take (its socket gone while it restarts) goes to
+    `fallback_stream` as a `<N>`-prefixed line."""
+    try:
+        # The declared dependency (the packages ship it); optional in a bare venv.
+        from systemd.journal import JournalHandler
+        from systemd.journal import send as journal_send
+    except ImportError:
+        return None
+    send: JournalSender = sender if sender is not None else journal_send
+
+    def send_or_fall_back(message: str, /, **fields: Any) -> None:
         try:
-            from systemd.journal import JournalHandler  # optional: systemd-python
-        except ImportError:
-            pass
-        else:
-            handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
-            return handler
-    return JournalProtocolHandler(journal_socket, fallback_stream=fallback_stream)
+            send(message, **fields)
+        except OSError:
+            pid = fields.get("SYSLOG_PID") or os.getpid()
+            fallback_stream.write(
+                f"<{fields.get('PRIORITY', 6)}>{SYSLOG_IDENTIFIER}[{pid}]: {message}\n"
+            )
+            fallback_stream.flush()
+
+    handler: logging.Handler = JournalHandler(
+        sender_function=send_or_fall_back, SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER
+    )
+    return handler
 
 
 class _StderrFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         record.syslog_priority = syslog_priority(record.levelno)
         return super().format(record)
-
-
-def encode_field(name: str, value: FieldValue) -> bytes:
-    """One field in the native protocol; values with a newline use the binary form."""
-    data = value if isinstance(value, bytes) else value.encode("utf-8", "replace")
-    key = name.encode("ascii")
-    if b"\n" in data:
-        return key + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
-    return key + b"=" + data + b"\n"
-
-
-def record_fields(
-    record: logging.LogRecord, message: str, identifier: str = SYSLOG_IDENTIFIER
-) -> list[tuple[str, FieldValue]]:
-    """The journal fields of one record: standard ones plus upper-case `extra=` keys."""
-    fields: list[tuple[str, FieldValue]] = [
-        ("MESSAGE", message),
-        ("PRIORITY", str(syslog_priority(record.levelno))),
-        ("SYSLOG_IDENTIFIER", identifier),
-        ("SYSLOG_PID", str(record.process or os.getpid())),
-        ("LOGGER", record.name),
-        ("THREAD_NAME", str(record.threadName)),
-        ("CODE_FILE", record.pathname),
-        ("CODE_LINE", str(record.lineno)),
-        ("CODE_FUNC", str(record.funcName)),
-    ]
-    taken = {name for name, _ in fields}
-    for name, value in record.__dict__.items():
-        if name in taken or value is None or not _FIELD_NAME.fullmatch(name):
-            continue
-        fields.append((name, value if isinstance(value, bytes) else str(value)))
-    return fields
-
-
-class JournalProtocolHandler(logging.Handler):
-    """Writes records to journald's native socket without systemd-python.
-
-    A datagram too large for the socket is passed as a sealed memfd, as
-    sd_journal_sendv does. When journald cannot be reached (restarting, socket
-    gone) the record is written to `fallback_stream` instead of being lost.
-    """
-
-    def __init__(
-        self,
-        socket_path: Path = JOURNAL_SOCKET,
-        *,
-        identifier: str = SYSLOG_IDENTIFIER,
-        fallback_stream: Optional[TextIO] = None,
-        level: int = logging.NOTSET,
-    ) -> None:
-        super().__init__(level)
-        self.socket_path = Path(socket_path)
-        self.identifier = identifier
-        self.fallback_stream = fallback_stream
-        self._socket: Optional[socket.socket] = None
-        self._fallback_formatter = _StderrFormatter(STDERR_FORMAT)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = self.format(record)
-            payload = b"".join(
-                encode_field(name, value)
-                for name, value in record_fields(record, message, self.identifier)
-            )
-            self._send(payload)
-        except OSError:
-            self._write_fallback(record)
-        except Exception:
-            self.handleError(record)
-
-    def _send(self, payload: bytes) -> None:
-        if self._socket is None:
-            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            self._socket.sendto(payload, str(self.socket_path))
-        except OSError as error:
-            if error.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
-                raise
-            self._send_memfd(payload)
-
-    def _send_memfd(self, payload: bytes) -> None:
-        assert self._socket is not None
-        fd = os.memfd_create("waagent-guard-journal", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            os.write(fd, payload)
-            # journald only accepts a memfd that can no longer change.
-            seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
-            rights = array.array("i", [fd]).tobytes()
-            self._socket.sendmsg(
-                [], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)], 0, str(self.socket_path)
-            )
-        finally:
-            os.close(fd)
-
-    def _write_fallback(self, record: logging.LogRecord) -> None:
-        stream = self.fallback_stream if self.fallback_stream is not None else sys.stderr
-        try:
-            stream.write(self._fallback_formatter.format(record) + "\n")
-            stream.flush()
-        except Exception:
-            self.handleError(record)
-
-    def close(self) -> None:
-        self.acquire()
-        try:
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None
-        finally:
-            self.release()
-        super().close()

@@ -40,7 +40,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Optional
+from typing import Any, Final, Literal, Optional, Union, get_args
 
 from waagent_guard.errors import InputError
 from waagent_guard.service.state import UnitState
@@ -49,48 +49,54 @@ from waagent_guard.settings import RestartSettings
 log = logging.getLogger(__name__)
 
 # Actions (the metric label of waagent_guard_decisions_total{action}).
-NONE = "none"
-WAIT = "wait"
-START = "start"
-RESTART = "restart"
-RESET_FAILED_THEN_START = "reset_failed_then_start"
-REMOVE_STALE_PIDFILE_THEN_START = "remove_stale_pidfile_then_start"
-DEFER_SNAPSHOT = "defer_snapshot"
-GIVE_UP = "give_up"
-RESTART_STUCK = "restart_stuck"
-DECISION_ACTIONS = (
-    NONE, WAIT, START, RESTART, RESET_FAILED_THEN_START, REMOVE_STALE_PIDFILE_THEN_START,
-    DEFER_SNAPSHOT, GIVE_UP, RESTART_STUCK,
-)
-RESTARTING_ACTIONS = frozenset(
+Action = Literal[
+    "none", "wait", "start", "restart", "reset_failed_then_start",
+    "remove_stale_pidfile_then_start", "defer_snapshot", "give_up", "restart_stuck",
+]
+NONE: Final = "none"
+WAIT: Final = "wait"
+START: Final = "start"
+RESTART: Final = "restart"
+RESET_FAILED_THEN_START: Final = "reset_failed_then_start"
+REMOVE_STALE_PIDFILE_THEN_START: Final = "remove_stale_pidfile_then_start"
+DEFER_SNAPSHOT: Final = "defer_snapshot"
+GIVE_UP: Final = "give_up"
+RESTART_STUCK: Final = "restart_stuck"
+DECISION_ACTIONS: tuple[Action, ...] = get_args(Action)
+RESTARTING_ACTIONS: frozenset[Action] = frozenset(
     {START, RESTART, RESET_FAILED_THEN_START, REMOVE_STALE_PIDFILE_THEN_START, RESTART_STUCK}
 )
 
 # Steps the daemon carries out, in order, for a restarting decision.
-STEP_REMOVE_STALE_PIDFILE = "remove_stale_pidfile"
-STEP_RESET_FAILED = "reset_failed"
-STEP_START = "start"
-STEP_RESTART = "restart"
+Step = Literal["remove_stale_pidfile", "reset_failed", "start", "restart"]
+STEP_REMOVE_STALE_PIDFILE: Final = "remove_stale_pidfile"
+STEP_RESET_FAILED: Final = "reset_failed"
+STEP_START: Final = "start"
+STEP_RESTART: Final = "restart"
+STEPS: tuple[Step, ...] = get_args(Step)
 
 # Why the guard restarted the agent: the bounded label set of
 # waagent_guard_restarts_total{reason}. "manual" is a restart on request
-# (control socket, `verbose on`), recorded with `record_restart`.
-RESTART_REASONS = (
+# (control socket, `verbose on`), counted by the lease keeper.
+RestartReason = Literal[
     "process_gone", "unit_failed", "unit_inactive", "start_limit_hit", "stale_pidfile",
     "stuck", "manual",
-)
+]
+RESTART_REASONS: tuple[RestartReason, ...] = get_args(RestartReason)
 # Why the guard did not restart (decisions other than a restart).
-HOLD_REASONS = (
+HoldReason = Literal[
     "healthy", "restart_disabled", "waiting_for_systemd", "snapshot_in_progress", "backoff",
     "rate_limited", "budget_exhausted", "observation_unknown", "system_busy", "unit_busy",
-)
+]
+HOLD_REASONS: tuple[HoldReason, ...] = get_args(HoldReason)
+Reason = Union[RestartReason, HoldReason]
 # `systemctl is-system-running` values during which the guard never acts.
 SYSTEM_BUSY_STATES = frozenset({"initializing", "starting", "stopping"})
 # ActiveState values of a unit systemd is acting on.
 UNIT_BUSY_STATES = frozenset({"activating", "deactivating", "reloading"})
 # How soon to look again while systemd is busy with the agent or the system.
 BUSY_RECHECK_SECONDS = 2.0
-DECISION_REASONS = RESTART_REASONS + HOLD_REASONS
+DECISION_REASONS: tuple[Reason, ...] = RESTART_REASONS + HOLD_REASONS
 
 # The agent blacklists a version relaunched 3 times within 300 s; the guard
 # never restarts it that fast either.
@@ -184,20 +190,15 @@ def _bad_key(source: str, key: str, expected: str, got: Any) -> InputError:
 class Decision:
     """What to do now: `action`, a stable `reason` code, a sentence for people."""
 
-    action: str
-    reason: str
+    action: Action
+    reason: Reason
     message: str
     wait_until: Optional[float] = None  # when to decide again (wait, defer, backoff, ...)
-    steps: tuple[str, ...] = ()  # for restarting actions, what to run in order
+    steps: tuple[Step, ...] = ()  # for restarting actions, what to run in order
 
     @property
     def restarts(self) -> bool:
         return self.action in RESTARTING_ACTIONS
-
-
-def clear_give_up(state: PolicyState) -> PolicyState:
-    """An operator's reset: forget the give-up and the backoff (history stays)."""
-    return replace(state, gave_up_since=None, gave_up_reason=None, backoff_level=0)
 
 
 def hold(health: AgentHealth) -> Optional[Decision]:
@@ -365,7 +366,7 @@ def _pidfile_blocks_for_good(health: AgentHealth) -> bool:
     )
 
 
-def _classify(health: AgentHealth) -> tuple[str, str, str]:
+def _classify(health: AgentHealth) -> tuple[Action, RestartReason, str]:
     """(action, reason code, sentence) for an agent whose daemon is not running."""
     unit = health.unit
     if health.pidfile_state == "other":
@@ -381,7 +382,7 @@ def _classify(health: AgentHealth) -> tuple[str, str, str]:
         )
     if health.pidfile_state == "dead":
         # A crash: the killed daemon left its pidfile naming its own dead PID.
-        action = START if unit is not None and unit.active_state in ("failed", "inactive") \
+        action: Action = START if unit is not None and unit.active_state in ("failed", "inactive") \
             else RESTART
         return action, "process_gone", "agent daemon process gone (its pidfile names a dead PID)"
     if unit is not None and unit.active_state == "failed":
@@ -401,7 +402,7 @@ def _give_up(state: PolicyState, settings: RestartSettings, why: str) -> Decisio
 
 
 def _attempt(
-    action: str, reason: str, message: str, health: AgentHealth, state: PolicyState,
+    action: Action, reason: RestartReason, message: str, health: AgentHealth, state: PolicyState,
     settings: RestartSettings,
 ) -> tuple[Decision, PolicyState]:
     """Apply the snapshot, budget, rate and backoff rules; restart if they all allow."""
@@ -457,8 +458,8 @@ def backoff_delay(level: int, settings: RestartSettings) -> float:
                      settings.backoff_max_seconds))
 
 
-def _steps(action: str, health: AgentHealth) -> tuple[str, ...]:
-    steps: list[str] = []
+def _steps(action: Action, health: AgentHealth) -> tuple[Step, ...]:
+    steps: list[Step] = []
     if health.pidfile_state in ("other", "dead") or health.pidfile_blocks_start:
         steps.append(STEP_REMOVE_STALE_PIDFILE)
     if health.unit is not None and health.unit.start_limit_hit:

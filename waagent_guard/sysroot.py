@@ -8,6 +8,8 @@ paths by hand: it asks a `Sysroot`.
 from __future__ import annotations
 
 import os
+import stat
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -44,6 +46,11 @@ VMSNAPSHOT_NAME = "Microsoft.Azure.RecoveryServices.VMSnapshotLinux"
 VMSNAPSHOT_FREEZE_LOCK = "/etc/azure/MicrosoftRecoverySvcsSafeFreezeLock/SafeFreezeLockFile"
 DMI_CHASSIS_ASSET_TAG = "/sys/class/dmi/id/chassis_asset_tag"
 AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
+MAX_LINK_HOPS = 40  # as the kernel's MAXSYMLINKS
+
+
+class LinkError(ValueError):
+    """A path's symlinks cannot be resolved (a loop, too many, unreadable); names the path."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,57 @@ class Sysroot:
         except ValueError:
             return str(resolved)
         return "/" + relative.as_posix() if relative.parts else "/"
+
+    def resolve(self, path: str | os.PathLike[str]) -> Path:
+        """`path` (a path under the root) with its symlinks resolved INSIDE the root.
+
+        Like the kernel would if the root were `/`: an absolute link target starts
+        again at the root, `..` never climbs above it. A component that does not
+        exist ends the resolution (the rest is kept as written). A loop or more
+        than MAX_LINK_HOPS links raises LinkError naming the path.
+        """
+        start = self.host_path(path)
+        pending = deque(PurePosixPath(start).parts[1:])
+        resolved: list[str] = []
+        hops = 0
+        missing = False  # past a component that does not exist: the rest is lexical
+        while pending:
+            part = pending.popleft()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = self.root.joinpath(*resolved, part)
+            try:
+                mode = 0 if missing else os.lstat(candidate).st_mode
+            except OSError:
+                missing = True
+                mode = 0
+            if not stat.S_ISLNK(mode):
+                resolved.append(part)
+                continue
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                raise LinkError(
+                    f"{start}: more than {MAX_LINK_HOPS} symbolic links to follow (a loop?)"
+                    f"{'' if self.is_host else f' under {self.root}'}; point the link at the "
+                    "real file"
+                )
+            try:
+                target = PurePosixPath(os.readlink(candidate))
+            except OSError as error:
+                raise LinkError(
+                    f"{self.host_path(candidate)}: cannot read the symbolic link "
+                    f"({error.strerror or error})"
+                ) from error
+            if target.is_absolute():
+                resolved = []
+                pending.extendleft(reversed(target.parts[1:]))
+            else:
+                pending.extendleft(reversed(target.parts))
+        return self.path("/" + "/".join(resolved))
 
     @property
     def proc(self) -> Path:

@@ -7,6 +7,7 @@ let systemd restart the agent, bundle, upgrade, purge.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tarfile
@@ -16,6 +17,7 @@ import pytest
 
 from tests.e2e.conftest import ARTIFACTS, Debs
 from tests.e2e.container import Container, wait_for
+from waagent_guard.logsetup import MESSAGE_IDS
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +54,16 @@ def _agent_log(box: Container) -> str:
         return box.path("/var/log/waagent.log").read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def _guard_journal(box: Container, **match: str) -> list[dict[str, str]]:
+    """The guard's journal entries matching `match` (journalctl -o json)."""
+    matches = [f"{key}={value}" for key, value in match.items()]
+    result = box.run(
+        ["journalctl", "--no-pager", "-o", "json", "-u", "waagent-guard", *matches],
+        check=False, timeout=60,
+    )
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
 def _verbose_lines(box: Container) -> int:
@@ -176,6 +188,22 @@ def test_guard_restarts_the_killed_agent_and_counts_it(container: Container) -> 
         timeout=60, what="the new agent's pidfile",
     )
     assert int(pidfile) == new_pid
+    # The restart decision reached the real journal through systemd-python's
+    # JournalHandler (native protocol, not stderr) with its structured fields.
+    entries = wait_for(
+        lambda: _guard_journal(container, MESSAGE_ID=MESSAGE_IDS["restart"]) or None,
+        timeout=60, what="the restart decision in the journal",
+    )
+    entry = entries[-1]
+    assert entry["_TRANSPORT"] == "journal", entry
+    assert entry["SYSLOG_IDENTIFIER"] == "waagent-guard", entry
+    assert entry["PRIORITY"] == "4", entry
+    assert (entry["WG_DECISION"], entry["WG_REASON"]) == ("restart", "process_gone"), entry
+    assert entry["WG_ACTION"] in ("start", "restart"), entry
+    assert entry["LOGGER"] == "waagent_guard.daemon.restarts", entry
+    assert entry["MESSAGE"].startswith(f"{entry['WG_ACTION']}: "), entry
+    stale = _guard_journal(container, MESSAGE_ID=MESSAGE_IDS["stale_pidfile"])
+    assert stale and stale[-1]["WG_REASON"] == "process_gone", stale
 
 
 def test_verbose_lease_turns_verbose_on_then_reverts(container: Container) -> None:

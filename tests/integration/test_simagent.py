@@ -39,6 +39,16 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 15.0
         time.sleep(0.02)
 
 
+@pytest.fixture(autouse=True)
+def signal_mask_restored() -> Iterator[None]:
+    """The simulated agent's main() blocks SIGTERM/SIGINT/SIGCHLD for sigtimedwait; run
+    in-process, that mask must not leak into the tests after it (a later test's own
+    SIGTERM would stay pending forever)."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 @pytest.fixture
 def guest(tmp_path: Path) -> Path:
     return lay_demo_guest(tmp_path / "guest")

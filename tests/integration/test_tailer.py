@@ -202,12 +202,18 @@ def test_partial_line_waits_for_its_newline(log: Path) -> None:
 
 
 def test_unterminated_last_line_of_a_rotated_file_is_not_lost(log: Path) -> None:
-    with LogTailer(log) as tailer:
+    now = [0.0]
+    with LogTailer(log, monotonic=lambda: now[0]) as tailer:
         log.write_text("first\nunterminated")
         assert tailer.read_lines() == ["first"]
         os.rename(log, log.with_name("waagent.log.1"))
         log.write_text("second\n")
-        assert tailer.read_lines() == ["unterminated", "second"]
+        # Its writer may still end the line in the old file: it waits for the linger.
+        assert tailer.read_lines() == ["second"]
+        assert tailer.draining
+        now[0] += tailer.linger_seconds
+        assert tailer.read_lines() == ["unterminated"]
+        assert not tailer.draining
 
 
 def test_deleted_file_is_drained_until_a_new_one_appears(log: Path) -> None:
@@ -386,3 +392,131 @@ def test_a_bounded_read_takes_a_slice_and_says_more_is_pending(tmp_path: Path) -
         assert [int(item.rsplit(" ", 1)[1]) for item in seen] == list(range(20000))
     finally:
         tailer.close()
+
+
+# --- a writer that keeps appending to the file rotated away (issue 14 item 4) ------------
+
+
+class KeptWriter:
+    """A writer holding its descriptor (as a daemon does until postrotate tells it to reopen)."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.number = 0
+        self.fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, count: int) -> None:
+        text = "".join(
+            f"2024-01-01T00:00:00.000000Z INFO ExtHandler ExtHandler line {self.number + at}\n"
+            for at in range(1, count + 1)
+        )
+        self.number += count
+        os.write(self.fd, text.encode())
+
+    def reopen(self) -> None:
+        os.close(self.fd)
+        self.fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def read_all(tailer: LogTailer, max_bytes: Optional[int]) -> list[str]:
+    lines: list[str] = []
+    while True:
+        lines += tailer.read_lines(max_bytes=max_bytes)
+        if not tailer.more_pending:
+            return lines
+
+
+def rotate(kind: str, log: Path, generation: int) -> None:
+    rotated = log.with_name("waagent.log.1")
+    if kind == "copytruncate":
+        shutil.copyfile(log, rotated)
+        os.truncate(log, 0)
+        return
+    if kind == "delete":
+        log.unlink()
+    else:
+        os.replace(log, rotated)
+    log.touch()
+    if kind == "gzip":
+        with open(rotated, "rb") as source, gzip.open(
+            log.with_name(f"waagent.log.{generation}.gz"), "wb"
+        ) as target:
+            shutil.copyfileobj(source, target)
+        rotated.unlink()
+
+
+@pytest.mark.parametrize("max_bytes", [None, 4096, 100])
+@pytest.mark.parametrize("kind", ["rename", "gzip", "delete", "copytruncate"])
+def test_lines_the_writer_still_appends_to_the_rotated_file_are_read(
+    log: Path, kind: str, max_bytes: Optional[int]
+) -> None:
+    """Issue 14: the tailer closed the old descriptor as soon as a new file appeared,
+    losing every line a writer that had not reopened yet still appended there
+    (rename-and-create lost ~60 % under a heavy writer). Deterministic: the test
+    interleaves writer, rotation and reads itself, on a fake clock."""
+    now = [0.0]
+    writer = KeptWriter(log)
+    tailer = LogTailer(log, from_start=True, monotonic=lambda: now[0])
+    lines: list[str] = []
+    try:
+        for generation in range(1, 4):
+            writer.write(300)
+            lines += read_all(tailer, max_bytes)
+            rotate(kind, log, generation)
+            writer.write(50)  # before the tailer looks: still the old file
+            lines += read_all(tailer, max_bytes)  # the tailer sees the new file here
+            writer.write(70)  # after the tailer switched: still the old file
+            lines += read_all(tailer, max_bytes)
+            now[0] += 1.0
+            writer.write(30)
+            writer.reopen()  # postrotate: the writer moves to the new file
+            writer.write(40)
+            lines += read_all(tailer, max_bytes)
+        now[0] += tailer.linger_seconds
+        lines += read_all(tailer, max_bytes)
+        lines += read_all(tailer, max_bytes)
+    finally:
+        writer.close()
+        tailer.close()
+    assert lines == expected(1, writer.number)
+    assert not tailer.draining
+
+
+def test_a_rotated_file_that_keeps_growing_is_followed_and_retired_once_quiet(
+    log: Path,
+) -> None:
+    now = [0.0]
+    writer = KeptWriter(log)
+    with LogTailer(log, from_start=True, monotonic=lambda: now[0]) as tailer:
+        writer.write(1)
+        assert tailer.read_lines() == expected(1, 1)
+        os.replace(log, log.with_name("waagent.log.1"))
+        log.touch()
+        for step in range(2, 12):  # a writer that never reopens: followed as long as it grows
+            now[0] += tailer.linger_seconds
+            writer.write(1)
+            assert tailer.read_lines() == expected(step, step)
+            assert tailer.draining
+        now[0] += tailer.linger_seconds
+        assert tailer.read_lines() == []
+        assert not tailer.draining
+    writer.close()
+
+
+def test_at_most_a_few_rotated_files_stay_open(log: Path) -> None:
+    from waagent_guard.agent.tail import MAX_ROTATED_OPEN
+
+    now = [0.0]
+    with LogTailer(log, from_start=True, monotonic=lambda: now[0]) as tailer:
+        for generation in range(MAX_ROTATED_OPEN + 5):
+            log.write_text(f"generation {generation}\n")
+            tailer.read_lines()
+            os.replace(log, log.with_name(f"waagent.log.{generation}"))
+        log.write_text("last\n")
+        assert tailer.read_lines() == ["last"]
+        open_fds = len(os.listdir("/proc/self/fd"))
+        tailer.close()
+        assert len(os.listdir("/proc/self/fd")) == open_fds - MAX_ROTATED_OPEN - 1

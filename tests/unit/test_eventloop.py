@@ -55,7 +55,7 @@ def test_the_agent_exit_is_seen_through_its_pidfd() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         loop.watch_pid(child.pid)
-        assert loop.uses_pidfd
+        assert loop.poll_interval is None  # a pidfd follows it, no /proc poll
         assert not loop.wait(0.1).agent_exited
         child.kill()
         wait_until(loop, lambda wakeup, _p: wakeup.agent_exited)
@@ -89,3 +89,20 @@ def test_signals_arrive_through_the_wakeup_socket() -> None:
         assert signal.SIGHUP in wakeup.signals
     finally:
         loop.close()
+
+
+def test_signals_blocked_by_the_parent_still_reach_the_loop() -> None:
+    """A guard started with SIGTERM blocked (an inherited mask) must still stop on it;
+    the mask is put back when the loop closes."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    loop = EventLoop()
+    try:
+        loop.install_signal_handlers()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert loop.wait(10).signals == [signal.SIGTERM]
+    finally:
+        loop.close()
+        handler = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a SIGTERM left pending
+        blocked = signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        signal.signal(signal.SIGTERM, handler)
+    assert signal.SIGTERM in blocked  # restored as the parent had it

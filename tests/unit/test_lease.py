@@ -20,7 +20,6 @@ from waagent_guard.lease import (
     expired,
     lease_summary,
     load_state,
-    remaining,
     save_state,
     written_value,
 )
@@ -63,6 +62,7 @@ def test_on_then_off_restores_n_byte_for_byte(tmp_path: Path, sample: str) -> No
         previous_value="n",
         started_at=NOW,
         started_by="root",
+        previous_line="Logs.Verbose=n\n",
     )
 
     state, changed = end_lease(conf, state)
@@ -237,9 +237,6 @@ def test_expired_is_true_from_the_expiry_time_on(tmp_path: Path) -> None:
     assert expired(state, NOW + HOUR)
     assert expired(state, NOW + 2 * HOUR)
     assert not expired(GuardState(), NOW)
-    assert remaining(state, NOW + 600) == HOUR - 600
-    assert remaining(state, NOW + 2 * HOUR) == 0.0
-    assert remaining(GuardState(), NOW) is None
 
 
 # --- state.json -----------------------------------------------------------------------

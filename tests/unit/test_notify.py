@@ -1,4 +1,4 @@
-"""sd_notify against a real AF_UNIX datagram socket, through both backends."""
+"""sd_notify against a real AF_UNIX datagram socket (the one non-blocking backend)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,7 @@ def test_fallback_sends_ready_status_watchdog_and_stopping_to_a_real_socket(
     notify_socket: tuple[str, socket.socket],
 ) -> None:
     path, sock = notify_socket
-    notifier = Notifier({"NOTIFY_SOCKET": path}, force_fallback=True)
-    assert notifier.backend == "socket"
+    notifier = Notifier({"NOTIFY_SOCKET": path})
 
     assert notifier.ready("watching 3 directories")
     assert receive(sock) == {"READY": "1", "STATUS": "watching 3 directories"}
@@ -45,7 +44,7 @@ def test_reloading_carries_the_monotonic_timestamp_in_microseconds(
     notify_socket: tuple[str, socket.socket],
 ) -> None:
     path, sock = notify_socket
-    notifier = Notifier({"NOTIFY_SOCKET": path}, force_fallback=True, clock_monotonic=lambda: 12.5)
+    notifier = Notifier({"NOTIFY_SOCKET": path}, clock_monotonic=lambda: 12.5)
     notifier.reloading("reloading configuration")
     assert receive(sock) == {
         "RELOADING": "1",
@@ -58,7 +57,7 @@ def test_reloading_uses_the_real_monotonic_clock_by_default(
     notify_socket: tuple[str, socket.socket],
 ) -> None:
     path, sock = notify_socket
-    Notifier({"NOTIFY_SOCKET": path}, force_fallback=True).reloading()
+    Notifier({"NOTIFY_SOCKET": path}).reloading()
     assert int(receive(sock)["MONOTONIC_USEC"]) > 0
 
 
@@ -68,7 +67,7 @@ def test_abstract_socket_is_reached_through_an_at_sign() -> None:
     sock.bind("\0" + name)
     sock.settimeout(5)
     try:
-        notifier = Notifier({"NOTIFY_SOCKET": "@" + name}, force_fallback=True)
+        notifier = Notifier({"NOTIFY_SOCKET": "@" + name})
         assert notifier.ready()
         assert receive(sock) == {"READY": "1"}
     finally:
@@ -80,50 +79,9 @@ def test_notify_address_maps_at_sign_to_nul() -> None:
     assert notify_address("/run/systemd/notify") == "/run/systemd/notify"
 
 
-def test_systemd_python_backend_reaches_the_same_real_socket(
-    notify_socket: tuple[str, socket.socket], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pytest.importorskip("systemd.daemon")
-    path, sock = notify_socket
-    # libsystemd reads NOTIFY_SOCKET from the process environment itself.
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    assert Notifier().backend != "systemd"  # the non-blocking sender is the default
-    notifier = Notifier(use_libsystemd=True)
-    assert notifier.backend == "systemd"
-    assert notifier.ready("up")
-    assert receive(sock) == {"READY": "1", "STATUS": "up"}
-    assert notifier.watchdog()
-    assert receive(sock) == {"WATCHDOG": "1"}
-    assert notifier.stopping()
-    assert receive(sock) == {"STOPPING": "1"}
-
-
-def test_systemd_python_is_not_used_when_the_injected_socket_differs(
-    notify_socket: tuple[str, socket.socket], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path, sock = notify_socket
-    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    notifier = Notifier({"NOTIFY_SOCKET": path}, systemd_notify=lambda message: True)
-    assert notifier.backend == "socket"
-    assert notifier.ready()
-    assert receive(sock) == {"READY": "1"}
-
-
-def test_an_injected_systemd_notify_function_receives_the_message(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sent: list[str] = []
-    monkeypatch.setenv("NOTIFY_SOCKET", "/nonexistent/notify")
-    notifier = Notifier(systemd_notify=lambda message: sent.append(message) or True)
-    assert notifier.backend == "systemd"
-    assert notifier.status("fine")
-    assert sent == ["STATUS=fine"]
-
-
 def test_without_notify_socket_every_call_is_a_no_op() -> None:
     notifier = Notifier({})
     assert not notifier.enabled
-    assert notifier.backend == "none"
     assert notifier.ready() is False
     assert notifier.watchdog() is False
     assert notifier.stopping() is False
@@ -134,32 +92,19 @@ def test_send_with_only_empty_fields_sends_nothing(
     notify_socket: tuple[str, socket.socket],
 ) -> None:
     path, _ = notify_socket
-    assert Notifier({"NOTIFY_SOCKET": path}, force_fallback=True).send(STATUS=None) is False
+    assert Notifier({"NOTIFY_SOCKET": path}).send(STATUS=None) is False
 
 
 def test_a_missing_socket_is_logged_once_and_never_raises(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")}, force_fallback=True)
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
     with caplog.at_level(logging.DEBUG, logger="waagent_guard.daemon.notify"):
         assert notifier.watchdog() is False
         assert notifier.watchdog() is False
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "gone.sock" in warnings[0].getMessage()
-
-
-def test_a_failing_systemd_notify_is_logged_and_never_raises(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    def broken(message: str) -> bool:
-        raise OSError(111, "Connection refused")
-
-    monkeypatch.setenv("NOTIFY_SOCKET", "/nonexistent/notify")
-    notifier = Notifier(systemd_notify=broken)
-    with caplog.at_level(logging.WARNING, logger="waagent_guard.daemon.notify"):
-        assert notifier.ready() is False
-    assert "cannot notify systemd" in caplog.text
 
 
 def test_watchdog_interval_is_read_from_watchdog_usec_for_this_pid() -> None:

@@ -20,7 +20,6 @@ from waagent_guard.policy import (
     Decision,
     PolicyState,
     backoff_delay,
-    clear_give_up,
     decide,
 )
 from waagent_guard.service import UnitState
@@ -385,11 +384,6 @@ def test_backoff_level_resets_after_a_stable_period() -> None:
     assert decision.wait_until == 2.0 + 1800.0
     _, state = run(up(1802.0), state)
     assert state.backoff_level == 0
-
-
-def test_clear_give_up_is_an_operators_reset() -> None:
-    state = clear_give_up(PolicyState(gave_up_since=5.0, backoff_level=4, restart_times=(1.0,)))
-    assert (state.gave_up_since, state.backoff_level, state.restart_times) == (None, 0, (1.0,))
 
 
 def test_a_clock_set_back_does_not_block_restarts_forever() -> None:

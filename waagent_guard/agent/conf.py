@@ -20,17 +20,24 @@ import logging
 import os
 import posixpath
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from waagent_guard.errors import ConfigError, InputError, PermissionDeniedError
-from waagent_guard.fsutil import atomic_write, read_bounded
+from waagent_guard.errors import ConfigError, InputError, PermissionDeniedError, WriteError
+from waagent_guard.fsutil import (
+    TargetChanged,
+    atomic_write,
+    read_bounded,
+    remove_stale_temps,
+)
 from waagent_guard.sysroot import (
     DEFAULT_EXTENSION_LOG_DIR,
     DEFAULT_LIB_DIR,
     DEFAULT_PID_FILE,
+    LinkError,
     Sysroot,
 )
 
@@ -157,23 +164,54 @@ class ConfDocument:
             return parse_conf(b"".join(raws))
         return parse_conf(self._appended(key.encode("utf-8") + b"=" + encoded))
 
+    def last_line(self, key: str) -> Optional[ConfLine]:
+        """The line that gives `key` its value (the last active one), or None."""
+        return self._last_line(key)
+
     def _last_line(self, key: str) -> Optional[ConfLine]:
         for line in reversed(self.lines):
             if line.key == key:
                 return line
         return None
 
-    def _appended(self, content: bytes) -> bytes:
+    def _eol(self) -> bytes:
         crlf = sum(1 for line in self.lines if line.eol == b"\r\n")
         lf = sum(1 for line in self.lines if line.eol == b"\n")
-        eol = b"\r\n" if crlf > lf else b"\n"
+        return b"\r\n" if crlf > lf else b"\n"
+
+    def append_separator(self) -> bytes:
+        """What appending a line first adds to end an unterminated last line (b"" if none)."""
         data = self.render()
-        if data and not data.endswith(b"\n"):
-            # A CRLF after an unterminated last line would hand the agent an extra
-            # "\r" inside that line, which can change its value (`K="v"` -> `v"`).
-            last = self.lines[-1]
-            data += eol if _parse_value(last.raw + b"\r") == last.value else b"\n"
-        return data + content + eol
+        if not data or data.endswith(b"\n"):
+            return b""
+        # A CRLF after an unterminated last line would hand the agent an extra
+        # "\r" inside that line, which can change its value (`K="v"` -> `v"`).
+        last = self.lines[-1]
+        return self._eol() if _parse_value(last.raw + b"\r") == last.value else b"\n"
+
+    def _appended(self, content: bytes) -> bytes:
+        return self.render() + self.append_separator() + content + self._eol()
+
+    def with_line(self, key: str, raw: bytes) -> ConfDocument:
+        """A copy with the line giving `key` its value replaced by `raw` (bytes as they were)."""
+        last = self._last_line(key)
+        if last is None:
+            return self
+        return parse_conf(b"".join(raw if line is last else line.raw for line in self.lines))
+
+    def without_appended(self, key: str, separator: bytes) -> Optional[ConfDocument]:
+        """Undo `with_value` appending `key`: drop its line and the `separator` it added.
+
+        None when the line giving `key` its value is not the file's last line (the
+        caller then removes it with `with_value(key, None)`).
+        """
+        last = self._last_line(key)
+        if last is None or last is not self.lines[-1]:
+            return None
+        data = b"".join(line.raw for line in self.lines[:-1])
+        if separator and data.endswith(separator):
+            data = data[: -len(separator)]
+        return parse_conf(data)
 
 
 def parse_conf(data: bytes) -> ConfDocument:
@@ -362,31 +400,130 @@ def load_conf(path: Path) -> ConfDocument:
     return parse_conf(data)
 
 
+MAX_EDIT_ATTEMPTS = 10
+EDIT_RETRY_PAUSE_SECONDS = 0.002  # times the attempt number: 90 ms over all retries
+FileIdentity = tuple[int, int, int, int]
+
+
+def _identity(path: Path) -> Optional[FileIdentity]:
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return None
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def _not_found(path: Path, error: InputError) -> InputError:
+    if isinstance(error.__cause__, FileNotFoundError):
+        return InputError(
+            f"{path}: not found; the agent's config is missing, so nothing was changed "
+            "(the guard never creates waagent.conf from nothing: reinstall or restore the "
+            "agent's package config, or set agent.conf_path)"
+        )
+    return error
+
+
+def conf_target(path: Path, sysroot: Optional[Sysroot] = None) -> Path:
+    """The file an edit of `path` writes: its symlinks resolved inside `sysroot`'s root."""
+    try:
+        return (sysroot or Sysroot()).resolve(path)
+    except LinkError as error:
+        raise InputError(str(error)) from error
+
+
+def clean_stale_edits(path: Path, sysroot: Optional[Sysroot] = None) -> list[Path]:
+    """Remove temporary files a killed guard left beside the conf (daemon start; logged)."""
+    try:
+        target = conf_target(Path(path), sysroot)
+    except InputError as error:
+        logger.warning("not looking for stale temporary files: %s", error)
+        return []
+    return remove_stale_temps(target)
+
+
+def edit_conf(
+    path: Path,
+    edit: Callable[[ConfDocument], ConfDocument],
+    *,
+    sysroot: Optional[Sysroot] = None,
+    what: str = "an edit",
+    pause: Callable[[float], None] = time.sleep,
+) -> tuple[ConfDocument, ConfDocument]:
+    """Apply `edit` to the file at `path` atomically; returns (document before, after).
+
+    A symlink is resolved inside `sysroot`'s root (an absolute target starts again at
+    the root, `..` stops at it) and the link is kept: the file it points to gets the
+    new content. Temporary files a killed guard left there are removed first. Just
+    before the rename the file is compared with the one read (device, inode, size,
+    mtime, and its bytes: an inode number can be reused within one timestamp tick);
+    if another writer changed or replaced it meanwhile, it is read again
+    and `edit` applied to the new content (MAX_EDIT_ATTEMPTS times with a growing
+    pause, then WriteError). The rename itself is an exchange (RENAME_EXCHANGE) where
+    the file system has it: the file it displaced is checked the same way, and given
+    back if it is not the one read (a replacement in the microseconds between the
+    check and the rename); elsewhere that window stays.
+    An unchanged file is not rewritten.
+    """
+    path = Path(path)
+    for attempt in range(MAX_EDIT_ATTEMPTS):
+        target = conf_target(path, sysroot)
+        if attempt == 0:
+            remove_stale_temps(target)
+        before = _identity(target)
+        try:
+            data = _read_conf(target)
+        except InputError as error:
+            raise _not_found(path, error) from error
+        document = parse_conf(data)
+        edited = edit(document)
+        new_data = edited.render()
+        if new_data == data:
+            return document, edited
+
+        def same(
+            path: Path, before: Optional[FileIdentity] = before, data: bytes = data
+        ) -> bool:
+            # The identity alone can repeat (an inode number reused within one timestamp
+            # tick, same size): the content is compared too (a few KiB).
+            try:
+                return _identity(path) == before and _read_conf(path) == data
+            except (InputError, PermissionDeniedError):
+                return False
+
+        def unchanged(target: Path = target, same: Callable[[Path], bool] = same) -> None:
+            if not same(target):
+                raise TargetChanged(str(target))
+
+        try:
+            atomic_write(target, new_data, before_replace=unchanged, displaced_ok=same)
+        except TargetChanged:
+            logger.info(
+                "%s: changed by another writer during %s; reading it again and reapplying",
+                path, what,
+            )
+            pause(EDIT_RETRY_PAUSE_SECONDS * (attempt + 1))  # let a busy writer finish
+            continue
+        return document, edited
+    raise WriteError(
+        f"{path}: another program changed the file {MAX_EDIT_ATTEMPTS} times while the guard "
+        f"was making {what}; the guard changed nothing: try again when it is quiet"
+    )
+
+
 def set_conf_value(
-    path: Path, key: str, value: Optional[str]
+    path: Path, key: str, value: Optional[str], *, sysroot: Optional[Sysroot] = None
 ) -> tuple[Optional[str], Optional[str]]:
     """Set (or with None, unset) `key` in the file at `path` by a minimal atomic edit.
 
-    Returns (previous effective value, new effective value). An unchanged file is not
-    rewritten. A symlink is followed so the link itself survives. The agent reads its
+    Returns (previous effective value, new effective value). See `edit_conf` for
+    symlinks, concurrent writers and stale temporary files. The agent reads its
     config only at start: the caller must restart it for the change to apply.
     """
-    path = Path(path)
-    try:
-        data = _read_conf(path)
-    except InputError as error:
-        if isinstance(error.__cause__, FileNotFoundError):
-            raise InputError(
-                f"{path}: not found; the agent's config is missing, so nothing was changed "
-                "(the guard never creates waagent.conf from nothing: reinstall or restore the "
-                "agent's package config, or set agent.conf_path)"
-            ) from error
-        raise
-    document = parse_conf(data)
-    edited = document.with_value(key, value)
-    new_data = edited.render()
-    if new_data != data:
-        atomic_write(Path(os.path.realpath(path)), new_data)
+    document, edited = edit_conf(
+        path, lambda document: document.with_value(key, value), sysroot=sysroot,
+        what=f"an edit of {key}",
+    )
+    if edited.render() != document.render():
         logger.info("%s: %s %s", path, "unset" if value is None else "set", key)
     return document.get(key), edited.get(key)
 

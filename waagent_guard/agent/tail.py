@@ -1,12 +1,17 @@
 """Following /var/log/waagent.log by path, and reading its recent past.
 
 `LogTailer` owns reading new complete lines across every way the log gets rotated:
-rename + create (logrotate's default), copytruncate, delete and recreate, and a file
-that does not exist yet. Rotation is noticed by comparing (st_dev, st_ino) of the path
-with the open descriptor; the old descriptor is drained to its end before the tailer
-switches, so no line is lost or repeated. Truncation is noticed when the file shrinks
-below the read offset or when the bytes just before the offset changed (a truncated
-file that already grew past the old offset).
+rename + create (logrotate's default), rename then compress, copytruncate, delete and
+recreate, and a file that does not exist yet. Rotation is noticed by comparing
+(st_dev, st_ino) of the path with the open descriptor. The old descriptor is drained to
+its end before the tailer switches, and it stays open afterwards: a writer that has not
+reopened its log yet (until logrotate's postrotate tells it to, or one that never does)
+keeps appending to the file rotated away -- renamed, compressed and deleted, or deleted
+-- and those lines are read from the kept descriptor, until the file has not grown for
+LINGER_SECONDS (issue 14: closing it at once lost up to 60 % of the lines under a heavy
+writer). So no line is lost or repeated, whatever `max_bytes` slice the caller reads.
+Truncation is noticed when the file shrinks below the read offset or when the bytes
+just before the offset changed (a truncated file that already grew past the old offset).
 
 Inherent windows (no reader can close them): with copytruncate, lines written between
 logrotate's copy and its truncate are in neither file, and lines the tailer had not yet
@@ -26,8 +31,10 @@ import logging
 import os
 import re
 import stat
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Optional
@@ -41,6 +48,11 @@ READ_CHUNK_BYTES = 256 * 1024
 # What a reader that must stay responsive takes per call (`read_lines(max_bytes=...)`).
 READ_SLICE_BYTES = 4 * 1024 * 1024
 MARK_BYTES = 64  # bytes before the offset re-checked on every read, to notice a rewrite
+# A file rotated away stays open and read while its writer still appends to it (a
+# writer reopens its log only when told, e.g. by logrotate's postrotate), until it has
+# not grown for this long; at most MAX_ROTATED_OPEN of them (the oldest go first).
+LINGER_SECONDS = 5.0
+MAX_ROTATED_OPEN = 8
 MAX_DECOMPRESSED_BYTES = 512 * 1024 * 1024  # stop reading a (hostile) .gz beyond this
 _GZIP_MAGIC = b"\x1f\x8b"
 _ROTATED_SUFFIX = re.compile(
@@ -61,28 +73,49 @@ def _open_error(path: Path, error: OSError) -> Exception:
     return InputError(f"{path}: cannot read the agent log: {error.strerror or error}")
 
 
+@dataclass
+class _Followed:
+    """One open log file and how far it has been read."""
+
+    fd: int
+    identity: tuple[int, int]
+    offset: int = 0
+    partial: bytes = b""
+    mark: bytes = b""
+    skip_to_newline: bool = False
+    quiet_since: float = 0.0  # for a rotated file: when it last grew
+
+
 class LogTailer:
     """Rotation-safe follower of one log path; see the module docstring."""
 
     def __init__(
-        self, path: Path, *, from_start: bool = False, max_line_bytes: int = MAX_LINE_BYTES
+        self,
+        path: Path,
+        *,
+        from_start: bool = False,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        linger_seconds: float = LINGER_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = Path(path)
         self.max_line_bytes = max(1, max_line_bytes)
+        self.linger_seconds = linger_seconds
         self.more_pending = False  # the last bounded read_lines() left data behind
-        self._fd: Optional[int] = None
-        self._identity: Optional[tuple[int, int]] = None
-        self._offset = 0
-        self._partial = b""
-        self._mark = b""
-        self._skip_to_newline = False
+        self._monotonic = monotonic
+        self._file: Optional[_Followed] = None
+        # Files rotated away that their writers may still append to, oldest first.
+        self._rotated: list[_Followed] = []
         if self._open_path() and not from_start:
-            assert self._fd is not None
-            size = os.fstat(self._fd).st_size
-            self._offset = size
-            self._mark = os.pread(self._fd, min(MARK_BYTES, size), size - min(MARK_BYTES, size))
+            followed = self._file
+            assert followed is not None
+            size = os.fstat(followed.fd).st_size
+            followed.offset = size
+            followed.mark = os.pread(
+                followed.fd, min(MARK_BYTES, size), size - min(MARK_BYTES, size)
+            )
             # Starting in the middle of a line: its start is not ours, skip to the next one.
-            self._skip_to_newline = bool(self._mark) and not self._mark.endswith(b"\n")
+            followed.skip_to_newline = bool(followed.mark) and not followed.mark.endswith(b"\n")
 
     def __enter__(self) -> LogTailer:
         return self
@@ -95,47 +128,74 @@ class LogTailer:
     ) -> None:
         self.close()
 
-    def read_lines(self, max_bytes: Optional[int] = None) -> list[str]:
-        """Complete lines written since the last call (without newlines), in file order.
+    @property
+    def draining(self) -> bool:
+        """Whether a rotated-away file is still followed (its writer may still append)."""
+        return bool(self._rotated)
 
-        With `max_bytes`, stop after about that much (memory stays bounded on a
-        huge backlog); `more_pending` then says another call has more to read.
+    def read_lines(self, max_bytes: Optional[int] = None) -> list[str]:
+        """Complete lines written since the last call (without newlines).
+
+        Lines come in file order; lines a writer still appends to a file rotated
+        away come before the new file's lines of the same call. With `max_bytes`,
+        stop after about that much (memory stays bounded on a huge backlog);
+        `more_pending` then says another call has more to read.
         """
         lines: list[str] = []
         budget = [max_bytes]
         self.more_pending = False
+        now = self._monotonic()
+        # The files rotated away first: a writer that has not reopened its log yet
+        # still appends there (logrotate's create mode until postrotate, a daemon that
+        # keeps its descriptor). Each is followed until it stopped growing for a while.
+        for old in list(self._rotated):
+            complete, grew = self._drain(old, lines, budget)
+            if not complete:
+                self.more_pending = True
+                return lines
+            if grew:
+                old.quiet_since = now
+            elif now - old.quiet_since >= self.linger_seconds:
+                self._retire(old, lines)
         # A few switches per call at most: each one needs a new file at the path.
         for _ in range(4):
-            if self._fd is None and not self._open_path():
+            if self._file is None and not self._open_path():
                 break
-            if not self._drain(lines, budget):
+            followed = self._file
+            assert followed is not None
+            if not self._drain(followed, lines, budget)[0]:
                 self.more_pending = True
                 break
             current = self._path_identity()
-            if current is None or current == self._identity:
-                break  # unchanged, or renamed/deleted and not recreated yet: keep the old fd
-            # The path names another file now: whatever reached the old one came first.
-            if not self._drain(lines, budget):
+            if current is None or current == followed.identity:
+                break  # unchanged, or renamed/deleted and not recreated yet: keep the fd
+            # The path names another file now: whatever reached the old one came first,
+            # and what its writer still appends is read from the kept descriptor.
+            if not self._drain(followed, lines, budget)[0]:
                 self.more_pending = True
                 break
-            if self._partial:
-                lines.append(self._partial.decode("utf-8", "replace"))
-            logger.info("%s: rotated; following the new file", self.path)
-            self._close_fd()
+            logger.info("%s: rotated; following the new file (and the old one while it grows)",
+                        self.path)
+            followed.quiet_since = now
+            self._rotated.append(followed)
+            self._file = None
+            while len(self._rotated) > MAX_ROTATED_OPEN:
+                self._retire(self._rotated[0], lines)
         return lines
 
     def close(self) -> None:
-        self._close_fd()
+        for old in self._rotated:
+            os.close(old.fd)
+        self._rotated = []
+        if self._file is not None:
+            os.close(self._file.fd)
+        self._file = None
 
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-        self._fd = None
-        self._identity = None
-        self._offset = 0
-        self._partial = b""
-        self._mark = b""
-        self._skip_to_newline = False
+    def _retire(self, old: _Followed, lines: list[str]) -> None:
+        if old.partial:
+            lines.append(old.partial.decode("utf-8", "replace"))  # its last, unterminated line
+        os.close(old.fd)
+        self._rotated.remove(old)
 
     def _open_path(self) -> bool:
         try:
@@ -150,8 +210,14 @@ class LogTailer:
             raise InputError(
                 f"{self.path}: not a regular file; point agent.log_path at the agent log"
             )
-        self._fd = fd
-        self._identity = (status.st_dev, status.st_ino)
+        identity = (status.st_dev, status.st_ino)
+        for old in self._rotated:
+            if old.identity == identity:  # renamed back: carry on where it was
+                os.close(fd)
+                self._rotated.remove(old)
+                self._file = old
+                return True
+        self._file = _Followed(fd=fd, identity=identity)
         return True
 
     def _path_identity(self) -> Optional[tuple[int, int]]:
@@ -161,48 +227,57 @@ class LogTailer:
             return None
         return (status.st_dev, status.st_ino)
 
-    def _drain(self, lines: list[str], budget: list[Optional[int]]) -> bool:
-        """Read to the end of the file (True) or until `budget[0]` bytes are spent (False)."""
-        fd = self._fd
-        assert fd is not None
-        if self._was_truncated(fd):
+    def _drain(
+        self, followed: _Followed, lines: list[str], budget: list[Optional[int]]
+    ) -> tuple[bool, bool]:
+        """Read to the end of the file (complete) or until `budget[0]` bytes are spent.
+
+        Returns (complete, whether any byte was read).
+        """
+        fd = followed.fd
+        grew = False
+        if self._was_truncated(followed):
             logger.info("%s: truncated (copytruncate); reading from the start", self.path)
-            self._offset = 0
-            self._partial = b""
-            self._mark = b""
-            self._skip_to_newline = False
+            followed.offset = 0
+            followed.partial = b""
+            followed.mark = b""
+            followed.skip_to_newline = False
         while True:
-            if budget[0] is not None and budget[0] <= 0:
-                return False
+            size = READ_CHUNK_BYTES
+            if budget[0] is not None:
+                if budget[0] <= 0:
+                    return False, grew
+                size = min(size, budget[0])  # a small slice is honoured, not rounded up
             try:
-                chunk = os.pread(fd, READ_CHUNK_BYTES, self._offset)
+                chunk = os.pread(fd, size, followed.offset)
             except OSError as error:
                 if error.errno in (errno.EAGAIN, errno.EINTR):
-                    return True
+                    return True, grew
                 raise _open_error(self.path, error) from error
             if not chunk:
-                return True
+                return True, grew
+            grew = True
             if budget[0] is not None:
                 budget[0] -= len(chunk)
-            self._offset += len(chunk)
-            self._mark = (self._mark + chunk[-MARK_BYTES:])[-MARK_BYTES:]
-            self._consume(chunk, lines)
+            followed.offset += len(chunk)
+            followed.mark = (followed.mark + chunk[-MARK_BYTES:])[-MARK_BYTES:]
+            self._consume(followed, chunk, lines)
 
-    def _was_truncated(self, fd: int) -> bool:
-        if os.fstat(fd).st_size < self._offset:
+    def _was_truncated(self, followed: _Followed) -> bool:
+        if os.fstat(followed.fd).st_size < followed.offset:
             return True
-        mark = self._mark
-        return bool(mark) and os.pread(fd, len(mark), self._offset - len(mark)) != mark
+        mark = followed.mark
+        return bool(mark) and os.pread(followed.fd, len(mark), followed.offset - len(mark)) != mark
 
-    def _consume(self, chunk: bytes, lines: list[str]) -> None:
-        data = self._partial + chunk if self._partial else chunk
-        if self._skip_to_newline:
+    def _consume(self, followed: _Followed, chunk: bytes, lines: list[str]) -> None:
+        data = followed.partial + chunk if followed.partial else chunk
+        if followed.skip_to_newline:
             newline = data.find(b"\n")
             if newline < 0:
-                self._partial = b""
+                followed.partial = b""
                 return
             data = data[newline + 1 :]
-            self._skip_to_newline = False
+            followed.skip_to_newline = False
         limit = self.max_line_bytes
         end = data.rfind(b"\n")
         if end >= 0:
@@ -216,7 +291,7 @@ class LogTailer:
         while len(data) > limit:
             lines.append(data[:limit].decode("utf-8", "replace"))
             data = data[limit:]
-        self._partial = data
+        followed.partial = data
 
     def _pieces(self, raw: bytes) -> list[str]:
         limit = self.max_line_bytes

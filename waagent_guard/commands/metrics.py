@@ -64,7 +64,7 @@ def doctor_samples(
     with contextlib.suppress(GuardError, OSError):
         lease = lease_summary(sysroot.path(settings.daemon.state_file))
     sources = FactSources(manager=manager, verbose_lease=lease)
-    facts = gather_facts(sysroot, settings, plan, sources, log_signals=observation.log)
+    facts = gather_facts(sysroot, settings, plan, sources, observation=observation)
     findings = run_checks(facts, settings)
     samples = tuple(
         CheckSample(f.code, f.metric_value, f.duration_seconds, f.checked_at) for f in findings

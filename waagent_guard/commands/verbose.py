@@ -16,8 +16,14 @@ from typing import Any, Optional
 
 from waagent_guard.context import Context
 from waagent_guard.daemon.control import DaemonNotRunningError, request
-from waagent_guard.errors import GuardError, UsageError
-from waagent_guard.lease import begin_lease, end_lease, lease_summary, load_state
+from waagent_guard.errors import GuardError
+from waagent_guard.lease import (
+    begin_lease,
+    end_lease,
+    lease_duration,
+    lease_summary,
+    load_state,
+)
 from waagent_guard.observe import resolve_conf_path
 from waagent_guard.timeutil import format_duration
 
@@ -32,14 +38,7 @@ def _who() -> str:
 
 
 def _duration(args: argparse.Namespace, context: Context) -> float:
-    settings = context.settings().verbose
-    duration = float(args.duration or settings.default_duration_seconds)
-    if duration > settings.max_duration_seconds:
-        raise UsageError(
-            f"--for {format_duration(duration)}: longer than verbose.max_duration_seconds "
-            f"({format_duration(settings.max_duration_seconds)}); ask for less or raise the limit"
-        )
-    return duration
+    return lease_duration(args.duration or None, context.settings().verbose)
 
 
 def _send(context: Context, payload: dict[str, Any]) -> Optional[dict[str, Any]]:
@@ -100,6 +99,7 @@ def on(args: argparse.Namespace, context: Context) -> int:
         args.reason,
         _who(),
         state_path=state_path,
+        sysroot=context.sysroot,
     )
     print(
         "warning: the guard daemon is not running: nothing reverts Logs.Verbose until it "
@@ -130,7 +130,7 @@ def off(args: argparse.Namespace, context: Context) -> int:
     if state.verbose_lease is None:
         print("verbose off: no lease to end", file=context.stdout)
         return 0
-    new_state, changed = end_lease(conf_path, state)
+    new_state, changed = end_lease(conf_path, state, sysroot=context.sysroot)
     from waagent_guard.lease import save_state
 
     save_state(state_path, new_state)

@@ -4,6 +4,11 @@ Probes can take seconds, so the checks run in one worker thread; results are
 handed over as immutable samples and the loop is poked to publish them. CPU
 and memory use are sampled on every reconciliation tick (two /proc reads, no
 sleep) so "above 90 % for the whole window" is judged over the daemon's window.
+
+Each run takes the loop's last published `Observation` (unit state, processes,
+log signals): the doctor asks the service manager nothing and re-reads no log.
+
+Imports: doctor, metrics, observe. Never the `Guard`.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import logging
 import queue
 import threading
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from waagent_guard.doctor.pressure import CpuTimes, cpu_percent, parse_meminfo, parse_proc_stat
 from waagent_guard.doctor.runner import DoctorRunner
 from waagent_guard.metrics import CheckSample
+from waagent_guard.observe import Observation
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +33,13 @@ class CheckWorker:
         runner: DoctorRunner,
         *,
         poke: Callable[[], None],
-        manager: Any = None,
+        observation: Callable[[], Optional[Observation]],
         proc_root: Path = Path("/proc"),
-        log_signals: Callable[[], Any] = lambda: None,
     ) -> None:
         self._runner = runner
         self._poke = poke
-        self._manager = manager
-        # The loop's frozen log signals: the doctor need not re-read 8 MiB of log.
-        self._log_signals = log_signals
+        # The loop's published (frozen) observation: no second `systemctl show`, no log re-read.
+        self._observation = observation
         self._proc_root = proc_root
         self._lock = threading.Lock()  # guards the published results only
         self._pressure: queue.SimpleQueue[tuple[float, Optional[float], Optional[float]]] = (
@@ -55,21 +59,25 @@ class CheckWorker:
     def _work(self) -> None:
         interval = float(self._runner.settings.doctor.interval_seconds)
         while not self._stop.is_set():
-            try:
-                self._feed_pressure()
-                findings = self._runner.run(manager=self._manager, log_signals=self._log_signals())
-                samples = tuple(
-                    CheckSample(f.code, f.metric_value, f.duration_seconds, f.checked_at)
-                    for f in findings
-                )
-                with self._lock:
-                    self._samples = samples
-                    self._backup_ready = self._runner.backup_ready
-                self._poke()
-            except Exception:  # a broken run must not end the schedule
-                log.exception("doctor run failed; trying again at the next interval")
+            self.run_once()
             self._wake.wait(interval)
             self._wake.clear()
+
+    def run_once(self) -> None:
+        """One doctor run on the published observation (the worker thread calls this)."""
+        try:
+            self._feed_pressure()
+            findings = self._runner.run(observation=self._observation())
+            samples = tuple(
+                CheckSample(f.code, f.metric_value, f.duration_seconds, f.checked_at)
+                for f in findings
+            )
+            with self._lock:
+                self._samples = samples
+                self._backup_ready = self._runner.backup_ready
+            self._poke()
+        except Exception:  # a broken run must not end the schedule
+            log.exception("doctor run failed; trying again at the next interval")
 
     def results(self) -> tuple[tuple[CheckSample, ...], Optional[bool]]:
         with self._lock:

@@ -54,8 +54,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from waagent_guard.agent.log import EVENT_CATALOGUE
+from waagent_guard.doctor.runner import check_codes as all_check_codes
 from waagent_guard.errors import ConfigError
 from waagent_guard.metrics import MetricsInput, StateCollector, make_registry
+from waagent_guard.policy import DECISION_ACTIONS, RESTART_REASONS
 from waagent_guard.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
@@ -99,13 +101,7 @@ def guard_collector(
     `decisions=False` leaves out `waagent_guard_decisions_total`, which counts one
     daemon's decisions since it started and so exists only where the daemon serves.
     """
-    from waagent_guard.policy import DECISION_ACTIONS, RESTART_REASONS
-
-    check_codes: tuple[str, ...] = ()
-    if checks:
-        from waagent_guard.doctor.runner import check_codes as all_check_codes
-
-        check_codes = all_check_codes()
+    check_codes = all_check_codes() if checks else ()
     return StateCollector(
         provider,
         restart_reasons=RESTART_REASONS,

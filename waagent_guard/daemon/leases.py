@@ -1,27 +1,40 @@
-"""The verbose lease inside the daemon: control requests and expiry.
+"""`LeaseKeeper`: the verbose lease inside the daemon (control requests, expiry, revert).
 
-`lease.py` holds the pure-ish lease operations (edit one line, durable state);
-this module is the daemon's side: it answers `verbose_*` and `status` requests
-from the control socket, restarts the agent when Logs.Verbose changed (a
-"manual" restart, counted against the budget), and reverts the lease when it
-expires, also after the guard's own restart or a reboot (the lease is on disk).
+`lease.py` holds the lease operations (edit one line of waagent.conf, the durable
+state); the keeper is the daemon's side. It owns the lease's retry time after a
+failed revert, the restart a request asked for (run after the answer) and the
+manual-restart limit: restarts on request (lease on/off/expiry) are not crashes
+and never spend the crash budget, so they have their own limit and toggling
+cannot restart-loop the agent. It answers `verbose_*` requests, restarts the
+agent when Logs.Verbose changed, and reverts the lease when it expires, also
+after the guard's own restart or a reboot (the lease is on disk).
+
+Imports: lease, errors, service.manager, settings, daemon.state. Never the
+`Guard`: what the keeper needs is passed in, and what the guard must do next
+(reconcile) comes back in a `LeaseReply`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import pwd
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
 
-from waagent_guard.errors import GuardError, UsageError
-from waagent_guard.lease import begin_lease, end_lease, expired, lease_summary
-
-if TYPE_CHECKING:
-    from waagent_guard.daemon.control import PeerCredentials
-    from waagent_guard.daemon.guard import Guard
+from waagent_guard.daemon.state import StateFile
+from waagent_guard.errors import GuardError
+from waagent_guard.lease import begin_lease, end_lease, expired, lease_duration, lease_summary
+from waagent_guard.service.manager import ServiceManager
+from waagent_guard.settings import VerboseSettings
+from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)
+
+MANUAL_RESTART_LIMIT = 6
+MANUAL_RESTART_WINDOW_SECONDS = 1800.0
+VERBOSE_OPS = frozenset({"verbose_on", "verbose_off", "verbose_status"})
 
 
 def user_name(uid: int) -> str:
@@ -29,12 +42,6 @@ def user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
-
-
-# Restarts on request (lease on/off/expiry) are not crashes and never spend the
-# crash budget; they have their own limit so toggling cannot restart-loop the agent.
-MANUAL_RESTART_LIMIT = 6
-MANUAL_RESTART_WINDOW_SECONDS = 1800.0
 
 
 def manual_restart_refusal(times: list[float], now: float) -> Optional[str]:
@@ -49,111 +56,154 @@ def manual_restart_refusal(times: list[float], now: float) -> Optional[str]:
     )
 
 
-def restart_agent_manually(guard: Guard, why: str) -> Optional[str]:
-    """Restart the agent so a conf change takes effect; returns an error text or None."""
-    now = guard.clock()
-    times = [t for t in guard.manual_restart_times if now - MANUAL_RESTART_WINDOW_SECONDS < t]
-    refusal = manual_restart_refusal(times, now)
-    if refusal is not None:
-        log.warning("%s", refusal)
-        return refusal
-    try:
-        guard.manager.restart()
-    except GuardError as error:
-        log.error("restart after %s failed: %s", why, error)
-        return str(error)
-    guard.manual_restart_times = [*times, now]
-    guard.restarts_by_reason["manual"] = guard.restarts_by_reason.get("manual", 0) + 1
-    return None
+class Peer(Protocol):
+    """Who sent a request (SO_PEERCRED); `daemon.control.PeerCredentials` fits."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def uid(self) -> int: ...
 
 
-def run_pending_restart(guard: Guard) -> None:
-    """The restart a control request asked for, after its answer was sent."""
-    why, guard.pending_manual_restart = guard.pending_manual_restart, None
-    if why is not None:
-        restart_agent_manually(guard, why)
-        guard.reconcile(why)
+@dataclass(frozen=True)
+class LeaseReply:
+    """The answer to send, and why the guard must reconcile now (None: it need not)."""
+
+    answer: dict[str, Any]
+    reconcile: Optional[str] = None
 
 
-def expire_if_due(guard: Guard) -> None:
-    """Revert an expired lease (called on every reconciliation)."""
-    if not expired(guard.state, guard.clock()):
-        return
-    if guard.lease_retry_at is not None and guard.clock() < guard.lease_retry_at:
-        return
-    try:
-        state, changed = end_lease(guard.conf_path, guard.state, at_expiry=True)
-    except GuardError as error:
-        # Keep the lease (it is still owed) and try again at the next tick.
-        guard.lease_retry_at = guard.clock() + guard.settings.daemon.tick_seconds
-        log.error("cannot revert the expired verbose lease yet: %s", error)
-        return
-    guard.lease_retry_at = None
-    guard.set_state(state)
-    if changed and guard.observation is not None and guard.observation.daemon is not None:
-        restart_agent_manually(guard, "the verbose lease expired")
+class LeaseKeeper:
+    def __init__(
+        self,
+        store: StateFile,
+        *,
+        conf_path: Path,
+        settings: VerboseSettings,
+        manager: ServiceManager,
+        retry_seconds: float,
+        count_restart: Callable[[], None],
+        clock: Callable[[], float],
+        sysroot: Optional[Sysroot] = None,
+    ) -> None:
+        self._store = store
+        self.conf_path = conf_path
+        self.sysroot = sysroot  # symlinks in conf_path resolve inside its root
+        self.settings = settings
+        self.manager = manager
+        self.retry_seconds = retry_seconds  # after a failed revert (daemon.tick_seconds)
+        self._count_restart = count_restart
+        self._clock = clock
+        self.retry_at: Optional[float] = None
+        # A restart a control request asked for, run after its answer (`run_pending_restart`).
+        self.pending_restart: Optional[str] = None
+        self.restart_times: list[float] = []
 
+    # -- when --
+    @property
+    def expiry(self) -> Optional[float]:
+        lease = self._store.document.verbose_lease
+        return lease.expires_at if lease is not None else None
 
-def _duration(guard: Guard, request: dict[str, Any]) -> float:
-    settings = guard.settings.verbose
-    raw = request.get("duration")
-    try:
-        duration = float(settings.default_duration_seconds if raw is None else raw)
-    except (TypeError, ValueError):
-        raise UsageError(f"--for: not a number of seconds: {raw!r}") from None
-    if not math.isfinite(duration) or duration <= 0 or duration > settings.max_duration_seconds:
-        raise UsageError(
-            f"--for: {duration:g}s is outside 1s..{settings.max_duration_seconds}s "
-            "(verbose.max_duration_seconds)"
-        )
-    return duration
+    @property
+    def due_at(self) -> Optional[float]:
+        """When to try reverting the lease (later than its expiry after a failed revert)."""
+        expiry = self.expiry
+        if expiry is None:
+            return None
+        return max(expiry, self.retry_at or 0.0)
 
+    # -- restarts on request --
+    def restart_agent(self, why: str) -> Optional[str]:
+        """Restart the agent so a conf change takes effect; returns an error text or None."""
+        now = self._clock()
+        times = [t for t in self.restart_times if now - MANUAL_RESTART_WINDOW_SECONDS < t]
+        refusal = manual_restart_refusal(times, now)
+        if refusal is not None:
+            log.warning("%s", refusal)
+            return refusal
+        try:
+            self.manager.restart()
+        except GuardError as error:
+            log.error("restart after %s failed: %s", why, error)
+            return str(error)
+        self.restart_times = [*times, now]
+        self._count_restart()
+        return None
 
-def handle_request(guard: Guard, request: dict[str, Any], peer: PeerCredentials) -> dict[str, Any]:
-    """Answer one control request (runs in the loop thread: no locking needed)."""
-    op = request.get("op")
-    who = f"{user_name(peer.uid)} (uid {peer.uid}, pid {peer.pid})"
-    restart = bool(request.get("restart", True))
-    if op == "verbose_on":
-        state, changed = begin_lease(
-            guard.conf_path,
-            guard.state,
-            guard.clock(),
-            _duration(guard, request),
-            str(request.get("reason", ""))[:500],
-            who,
-            state_path=guard.state_path,
-        )
-        guard.set_state(state)
-        return _answer(guard, changed, restart, "verbose on")
-    if op == "verbose_off":
-        state, changed = end_lease(guard.conf_path, guard.state)
-        guard.set_state(state)
-        return _answer(guard, changed, restart, "verbose off")
-    if op == "verbose_status":
-        return {"ok": True, "lease": lease_summary(guard.state_path)}
-    if op == "status":
-        return {"ok": True, "status": guard.status_line()}
-    return {"ok": False, "error": f"unknown request {op!r}"}
+    def run_pending_restart(self) -> Optional[str]:
+        """The restart a control request asked for, after its answer was sent; returns why."""
+        why, self.pending_restart = self.pending_restart, None
+        if why is not None:
+            self.restart_agent(why)
+        return why
 
+    # -- expiry --
+    def expire_if_due(self, *, agent_running: bool) -> None:
+        """Revert an expired lease (called on every reconciliation)."""
+        now = self._clock()
+        if not expired(self._store.document, now):
+            return
+        if self.retry_at is not None and now < self.retry_at:
+            return
+        try:
+            document, changed = end_lease(
+                self.conf_path, self._store.document, at_expiry=True, sysroot=self.sysroot
+            )
+        except GuardError as error:
+            # Keep the lease (it is still owed) and try again at the next tick.
+            self.retry_at = now + self.retry_seconds
+            log.error("cannot revert the expired verbose lease yet: %s", error)
+            return
+        self.retry_at = None
+        self._store.save(document)
+        if changed and agent_running:
+            self.restart_agent("the verbose lease expired")
 
-def _answer(guard: Guard, changed: bool, restart: bool, why: str) -> dict[str, Any]:
-    """Answer now; the restart (if any) follows the answer in the same wake-up."""
-    error = None
-    requested = False
-    if changed and restart:
-        now = guard.clock()
-        error = manual_restart_refusal(guard.manual_restart_times, now)
-        if error is None:
-            guard.pending_manual_restart = why
-            requested = True
-    if not requested:
-        guard.reconcile(why)
-    return {
-        "ok": error is None,
-        "error": error,
-        "changed": changed,
-        "restarted": requested,
-        "restart": "requested" if requested else None,
-        "lease": lease_summary(guard.state_path),
-    }
+    # -- requests --
+    def handle(self, request: Mapping[str, Any], peer: Peer) -> LeaseReply:
+        """Answer one `verbose_*` request (in the loop thread); raises GuardError."""
+        op = request.get("op")
+        who = f"{user_name(peer.uid)} (uid {peer.uid}, pid {peer.pid})"
+        restart = bool(request.get("restart", True))
+        if op == "verbose_on":
+            document, changed = begin_lease(
+                self.conf_path,
+                self._store.document,
+                self._clock(),
+                lease_duration(request.get("duration"), self.settings),
+                str(request.get("reason", ""))[:500],
+                who,
+                state_path=self._store.path,
+                sysroot=self.sysroot,
+            )
+            self._store.save(document)
+            return self._answer(changed, restart, "verbose on")
+        if op == "verbose_off":
+            document, changed = end_lease(
+                self.conf_path, self._store.document, sysroot=self.sysroot
+            )
+            self._store.save(document)
+            return self._answer(changed, restart, "verbose off")
+        if op == "verbose_status":
+            return LeaseReply({"ok": True, "lease": lease_summary(self._store.path)})
+        return LeaseReply({"ok": False, "error": f"unknown request {op!r}"})
+
+    def _answer(self, changed: bool, restart: bool, why: str) -> LeaseReply:
+        """Answer now; the restart (if any) follows the answer in the same wake-up."""
+        error = None
+        requested = False
+        if changed and restart:
+            error = manual_restart_refusal(self.restart_times, self._clock())
+            if error is None:
+                self.pending_restart = why
+                requested = True
+        answer = {
+            "ok": error is None,
+            "error": error,
+            "changed": changed,
+            "restarted": requested,
+            "restart": "requested" if requested else None,
+            "lease": lease_summary(self._store.path),
+        }
+        return LeaseReply(answer, reconcile=None if requested else why)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class EventLoop:
         self._observer: Any = None
         self._previous_handlers: dict[int, Any] = {}
         self._previous_wakeup_fd: Optional[int] = None
+        self._previous_mask: Optional[set[Union[int, signal.Signals]]] = None
         self._pidfd_supported = hasattr(os, "pidfd_open")
 
     # -- signals --
@@ -82,11 +83,18 @@ class EventLoop:
             # set_wakeup_fd writes the signal number to the socket; nothing to do here.
             return None
 
+        signals = tuple(signals)
         self._previous_wakeup_fd = signal.set_wakeup_fd(self._wake_write.fileno())
         for signum in signals:
             self._previous_handlers[signum] = signal.signal(signum, _ignore)
+        # A mask inherited from the parent (a process that blocks SIGTERM to sigwait for
+        # it) would hold our signals pending forever: the guard would never stop.
+        self._previous_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
 
     def restore_signal_handlers(self) -> None:
+        if self._previous_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask)
+            self._previous_mask = None
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers.clear()
@@ -150,10 +158,6 @@ class EventLoop:
             self._pidfd = None
             return
         self._selector.register(self._pidfd, selectors.EVENT_READ, "pidfd")
-
-    @property
-    def uses_pidfd(self) -> bool:
-        return self._pidfd is not None
 
     def _close_pidfd(self) -> None:
         if self._pidfd is not None:

@@ -4,11 +4,13 @@ Owns what the daemon tells its service manager: READY=1, STATUS=, WATCHDOG=1,
 RELOADING=1 (with MONOTONIC_USEC= as systemd >= 253 wants), STOPPING=1, and how
 often the watchdog must be pinged (WATCHDOG_USEC / WATCHDOG_PID).
 
-A small pure-Python sender writes one datagram to NOTIFY_SOCKET (a path, or an
-abstract socket when it starts with "@") with MSG_DONTWAIT, so a full socket
-drops a notification instead of stalling the loop. `systemd.daemon.notify`
-(systemd-python) is used only when asked for (`use_libsystemd=True`): it blocks
-on a full socket while holding the GIL, which would freeze scrapes too.
+The one backend is a small pure-Python sender: one datagram to NOTIFY_SOCKET (a
+path, or an abstract socket when it starts with "@") with MSG_DONTWAIT, so a
+full socket drops a notification instead of stalling the loop. (libsystemd's
+sd_notify, through systemd-python, blocks on a full socket while holding the
+GIL, which would freeze scrapes too: it is not used.) The variables are meant
+for this process only: execute.py removes them from every child's environment
+(`NOTIFY_VARIABLES`).
 Without NOTIFY_SOCKET every call is a no-op. Sending never raises: a failure is
 logged once, because a daemon must not die for want of a status line.
 See sd_notify(3) and https://systemd.io/NOTIFY/ (protocol description).
@@ -16,26 +18,25 @@ See sd_notify(3) and https://systemd.io/NOTIFY/ (protocol description).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import socket
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, Optional
+from typing import Callable, Optional, Protocol
 
 logger = logging.getLogger(__name__)
 
-NotifyFunction = Callable[[str], Any]
+class ServiceNotifier(Protocol):
+    """What the daemon tells its service manager (`Notifier`, or a test's fake)."""
 
-
-def _load_systemd_notify() -> Optional[NotifyFunction]:
-    try:
-        daemon = importlib.import_module("systemd.daemon")  # optional: systemd-python
-    except ImportError:
-        return None
-    function: NotifyFunction = daemon.notify
-    return function
+    @property
+    def watchdog_period(self) -> Optional[float]: ...
+    def ready(self, status: Optional[str] = None) -> bool: ...
+    def status(self, text: str) -> bool: ...
+    def watchdog(self) -> bool: ...
+    def reloading(self, status: Optional[str] = None) -> bool: ...
+    def stopping(self, status: Optional[str] = None) -> bool: ...
 
 
 def watchdog_interval(
@@ -79,9 +80,8 @@ class Notifier:
     """Sends sd_notify messages; a no-op outside a `Type=notify` service.
 
     `environ` (default `os.environ`) supplies NOTIFY_SOCKET and the watchdog
-    variables; `socket_path` overrides NOTIFY_SOCKET. `force_fallback=True`
-    skips systemd-python (tests, or a library that misbehaves). `clock_monotonic`
-    gives CLOCK_MONOTONIC in seconds for RELOADING's MONOTONIC_USEC.
+    variables; `socket_path` overrides NOTIFY_SOCKET. `clock_monotonic` gives
+    CLOCK_MONOTONIC in seconds for RELOADING's MONOTONIC_USEC.
     """
 
     def __init__(
@@ -89,11 +89,8 @@ class Notifier:
         environ: Optional[Mapping[str, str]] = None,
         *,
         socket_path: Optional[str] = None,
-        force_fallback: bool = False,
         pid: Optional[int] = None,
         clock_monotonic: Callable[[], float] = lambda: time.clock_gettime(time.CLOCK_MONOTONIC),
-        systemd_notify: Optional[NotifyFunction] = None,
-        use_libsystemd: bool = False,
     ) -> None:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._socket_path = (
@@ -102,33 +99,11 @@ class Notifier:
         self._pid = pid
         self._clock_monotonic = clock_monotonic
         self._reported_failure = False
-        self._systemd_notify: Optional[NotifyFunction] = None
-        # libsystemd's sd_notify blocks on a full notify socket while holding the GIL
-        # (systemd-python does not release it), which would freeze metric scrapes
-        # with the loop. The guard's own sender never blocks (MSG_DONTWAIT); the
-        # library is used only when asked for.
-        if (
-            self._socket_path
-            and (use_libsystemd or systemd_notify is not None)
-            and not force_fallback
-        ):
-            function = systemd_notify if systemd_notify is not None else _load_systemd_notify()
-            # libsystemd reads NOTIFY_SOCKET from the real process environment;
-            # use it only when that is the socket we were asked to talk to.
-            if function is not None and os.environ.get("NOTIFY_SOCKET") == self._socket_path:
-                self._systemd_notify = function
 
     @property
     def enabled(self) -> bool:
         """True when a notify socket is configured (we run as a Type=notify service)."""
         return bool(self._socket_path)
-
-    @property
-    def backend(self) -> str:
-        """ "systemd" (systemd-python), "socket" (pure Python) or "none"."""
-        if not self._socket_path:
-            return "none"
-        return "systemd" if self._systemd_notify is not None else "socket"
 
     def watchdog_interval(self) -> Optional[float]:
         """The service's WatchdogSec in seconds, or None when the watchdog is off."""
@@ -177,8 +152,6 @@ class Notifier:
             return False
         message = "\n".join(lines)
         try:
-            if self._systemd_notify is not None:
-                return bool(self._systemd_notify(message))
             self._send_datagram(message.encode("utf-8"))
         except Exception as error:  # never let a notification failure kill the daemon
             self._report_failure(error)

@@ -1,84 +1,66 @@
-"""Applying a reloaded guard.toml to the running daemon (SIGHUP).
+"""What a reloaded guard.toml changes in the running daemon (SIGHUP). Pure.
 
-What can change in place does: the service manager and the agent's conf path
-(`[agent]`), the log that is followed (`agent.log_path`), the doctor
-(`[doctor]`, `[vmsnapshot]`), the log level, and everything the loop reads on
-each pass (`[restart]`, `[verbose]`, `daemon.tick_seconds`, ...). What is bound
-at start (the listening sockets, the state file, the /proc poll) is named in a
-warning and applies at the next restart of the guard.
+`plan_reload(old, new)` compares two `Settings` and names what applies how:
+- in place, by the `Guard` (`ReloadPlan` flags): a new service manager and conf
+  path (`[agent]`), the followed log reopened (`agent.log_path`), a new doctor
+  worker (`[doctor]`, `[vmsnapshot]`, `[agent]`), the log level (`[logging]`);
+- in place, read on the next pass (`ReloadPlan.next_pass`): `[restart]`,
+  `[verbose]`, `daemon.tick_seconds`, `daemon.debounce_seconds`;
+- at the guard's next start only (`ReloadPlan.at_next_start`, named in a
+  warning): the listening sockets (`[metrics]`, `[control]`), the state file and
+  the /proc poll (`daemon.state_file`, `daemon.proc_poll_seconds`).
+Nothing here touches the daemon: the `Guard` applies the plan.
+
+Imports: settings only.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from waagent_guard.errors import ConfigError
-from waagent_guard.logsetup import MESSAGE_IDS, parse_level
-from waagent_guard.observe import resolve_conf_path
-from waagent_guard.settings import Settings, load_settings
+from waagent_guard.settings import Settings
 
-if TYPE_CHECKING:
-    from waagent_guard.daemon.guard import Guard
-
-log = logging.getLogger(__name__)
+# daemon.* keys bound when the guard starts (the others are read on each pass).
+DAEMON_KEYS_AT_START = ("state_file", "proc_poll_seconds")
 
 
-def restart_only_changes(old: Settings, new: Settings) -> list[str]:
-    """Keys that changed but only take effect when the guard restarts."""
-    changed = []
+@dataclass(frozen=True)
+class ReloadPlan:
+    new_manager: bool = False  # [agent] changed: a new ServiceManager and conf path
+    reopen_log: bool = False  # agent.log_path changed: follow the new file
+    restart_doctor: bool = False  # [doctor], [vmsnapshot] or [agent] changed
+    log_level: bool = False  # [logging] changed
+    next_pass: tuple[str, ...] = ()  # changed keys read on each pass (nothing to do)
+    at_next_start: tuple[str, ...] = ()  # changed keys that apply when the guard restarts
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.new_manager or self.reopen_log or self.restart_doctor or self.log_level
+            or self.next_pass or self.at_next_start
+        )
+
+
+def plan_reload(old: Settings, new: Settings) -> ReloadPlan:
+    at_start: list[str] = []
     if old.metrics != new.metrics:
-        changed.append("[metrics]")
+        at_start.append("[metrics]")
     if old.control != new.control:
-        changed.append("[control]")
-    for key in ("state_file", "proc_poll_seconds"):
-        if getattr(old.daemon, key) != getattr(new.daemon, key):
-            changed.append(f"daemon.{key}")
-    return changed
-
-
-def apply_settings(guard: Guard, new: Settings) -> None:
-    from waagent_guard.service import make_service_manager
-
-    old = guard.settings
-    guard.settings = new
-    if new.agent != old.agent:
-        guard.manager = make_service_manager(
-            new, guard.sysroot, processes=guard.find_processes
-        )
-        guard.conf_path = resolve_conf_path(guard.sysroot, new)
-        if new.agent.log_path != old.agent.log_path and guard.tailer is not None:
-            guard.tailer.close()
-            guard.tailer = None  # reopened at the next tick, on the new path
-    if (new.doctor, new.vmsnapshot, new.agent) != (old.doctor, old.vmsnapshot, old.agent):
-        guard.restart_checks()
-    if new.logging != old.logging:
-        logging.getLogger().setLevel(parse_level(new.logging.level))
-    later = restart_only_changes(old, new)
-    if later:
-        log.warning(
-            "changed settings that apply at the next restart of the guard: %s", ", ".join(later)
-        )
-
-
-def reload(guard: Guard) -> None:
-    """SIGHUP: load guard.toml again; an invalid file keeps the old settings."""
-    guard.notifier.reloading("reloading configuration")
-    try:
-        settings = load_settings(guard.config_path)
-    except ConfigError as error:
-        log.error(
-            "configuration not reloaded, keeping the old one: %s",
-            error,
-            extra={"MESSAGE_ID": MESSAGE_IDS["config_invalid"]},
-        )
-        guard.notifier.ready(f"config reload failed, old config kept: {error}"[:200])
-        return
-    apply_settings(guard, settings)
-    log.info(
-        "configuration reloaded from %s",
-        guard.config_path,
-        extra={"MESSAGE_ID": MESSAGE_IDS["config_reload"]},
+        at_start.append("[control]")
+    next_pass: list[str] = []
+    for section in ("restart", "verbose"):
+        if getattr(old, section) != getattr(new, section):
+            next_pass.append(f"[{section}]")
+    for key in type(old.daemon).model_fields:
+        if getattr(old.daemon, key) == getattr(new.daemon, key):
+            continue
+        (at_start if key in DAEMON_KEYS_AT_START else next_pass).append(f"daemon.{key}")
+    return ReloadPlan(
+        new_manager=new.agent != old.agent,
+        reopen_log=new.agent.log_path != old.agent.log_path,
+        restart_doctor=(new.doctor, new.vmsnapshot, new.agent)
+        != (old.doctor, old.vmsnapshot, old.agent),
+        log_level=new.logging != old.logging,
+        next_pass=tuple(next_pass),
+        at_next_start=tuple(at_start),
     )
-    guard.reconcile("reload")
-    guard.notifier.ready(guard.status_line())

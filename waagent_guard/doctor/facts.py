@@ -37,6 +37,7 @@ from waagent_guard.doctor.probes import (
 from waagent_guard.doctor.unitfacts import UnitFacts, unit_facts
 from waagent_guard.execute import CommandRunner, SubprocessRunner
 from waagent_guard.observe import Observation, observe
+from waagent_guard.service.manager import ServiceManager
 from waagent_guard.settings import Settings
 from waagent_guard.sysroot import DHCP_LEASE_GLOBS, VMSNAPSHOT_NAME, Sysroot
 
@@ -162,7 +163,7 @@ class FactSources:
     statvfs: Callable[[str], os.statvfs_result] = os.statvfs
     euid: Callable[[], int] = os.geteuid
     clock: Callable[[], float] = time.time
-    manager: Any = None  # a ServiceManager; None = no live unit state
+    manager: Optional[ServiceManager] = None  # None: no live unit state
     pressure: Optional[tuple[Optional[bool], Optional[bool], float]] = None  # cpu, mem, window
     verbose_lease: Optional[Mapping[str, Any]] = None
 
@@ -243,13 +244,16 @@ def gather_facts(
     *,
     offline: Optional[bool] = None,
     bundle: bool = False,
-    log_signals: Any = None,
+    observation: Optional[Observation] = None,
 ) -> Facts:
-    """Read everything once; probes run in the background while the rest is read."""
+    """Read everything once; probes run in the background while the rest is read.
+
+    `observation`: one already made (the daemon's loop publishes one per pass);
+    without it the agent is observed here, asking `sources.manager` if set."""
     sources = sources or FactSources()
     offline = (not sysroot.is_host) if offline is None else offline
-    observation = observe(sysroot, settings, manager=sources.manager, log_signals=log_signals,
-                          clock=sources.clock)
+    if observation is None:
+        observation = observe(sysroot, settings, manager=sources.manager, clock=sources.clock)
     targets, storage, proxy = plan_targets(settings, observation)
     doctor = settings.doctor
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wg-doctor") as background:

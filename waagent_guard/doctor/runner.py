@@ -13,13 +13,14 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from waagent_guard.doctor import checks_agent, checks_extension, checks_network, checks_system
 from waagent_guard.doctor.catalogue import CATALOGUE, render_template, spec
 from waagent_guard.doctor.facts import Facts, FactSources, ProbePlan, gather_facts, probe_decision
 from waagent_guard.doctor.findings import CheckResult, Finding, Status, backup_ready
 from waagent_guard.doctor.pressure import PressureWindow
+from waagent_guard.observe import Observation
 from waagent_guard.settings import Settings
 from waagent_guard.sysroot import VMSNAPSHOT_NAME, Sysroot
 
@@ -133,8 +134,6 @@ class DoctorRunner:
         self.memory_window = PressureWindow(doctor.sustained_seconds,
                                             doctor.memory_threshold_percent)
         self.findings: list[Finding] = []
-        self.facts: Optional[Facts] = None
-        self.last_run_at: Optional[float] = None
 
     def observe_pressure(self, now: float, cpu_percent: Optional[float],
                          memory_percent: Optional[float]) -> None:
@@ -142,17 +141,13 @@ class DoctorRunner:
         self.cpu_window.add(now, cpu_percent)
         self.memory_window.add(now, memory_percent)
 
-    def due(self, now: float) -> bool:
-        return (self.last_run_at is None
-                or now - self.last_run_at >= self.settings.doctor.interval_seconds)
+    def run(self, *, observation: Optional[Observation] = None) -> list[Finding]:
+        """Gather facts, update the windows with this run's sample, run every check.
 
-    def run(self, *, manager: Any = None, log_signals: Any = None) -> list[Finding]:
-        """Gather facts, update the windows with this run's sample, run every check."""
-        sources = self.sources
-        if manager is not None:
-            sources = dataclasses.replace(sources, manager=manager)
-        facts = gather_facts(self.sysroot, self.settings, self.plan, sources,
-                             log_signals=log_signals)
+        The daemon passes the loop's published `observation` (unit state and log
+        signals included), so a run asks the service manager nothing again."""
+        facts = gather_facts(self.sysroot, self.settings, self.plan, self.sources,
+                             observation=observation)
         now = facts.now
         memory = facts.resources.memory
         self.observe_pressure(now, facts.resources.cpu_percent,
@@ -164,9 +159,7 @@ class DoctorRunner:
             window_seconds=float(self.settings.doctor.sustained_seconds),
         )
         facts = dataclasses.replace(facts, resources=resources)
-        self.facts = facts
         self.findings = run_checks(facts, self.settings, clock=self.clock)
-        self.last_run_at = now
         return self.findings
 
     @property

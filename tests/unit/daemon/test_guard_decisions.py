@@ -33,7 +33,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 def _restarts(world: World) -> dict[str, int]:
-    return dict(world.guard.restarts_by_reason)
+    return dict(world.guard.restarts.restarts_by_reason)
 
 
 # -- item 1: boot ------------------------------------------------------------------------
@@ -47,22 +47,22 @@ def test_during_boot_the_guard_waits_for_systemd_then_acts_only_when_needed(
     world.manager.unit_state = UnitState(active_state="inactive", sub_state="dead", job="start")
     world.guard.reconcile("start")
     assert world.manager.calls == []
-    assert world.guard.last_decision == ("wait", "system_busy")
-    assert world.guard.next_policy_wake is not None  # it looks again
+    assert world.guard.restarts.last_decision == ("wait", "system_busy")
+    assert world.guard.restarts.next_wake is not None  # it looks again
 
     world.monotonic.advance(2)
     world.clock.advance(2)
     world.manager.system = "running"  # booted, but the agent's job is still queued
     world.guard.reconcile("timer")
     assert world.manager.calls == []
-    assert world.guard.last_decision == ("wait", "unit_busy")
+    assert world.guard.restarts.last_decision == ("wait", "unit_busy")
 
     world.clock.advance(1)
     world.manager.unit_state = RUNNING  # systemd started it
     world.start_agent()
     world.guard.reconcile("timer")
     assert world.manager.calls == []
-    assert world.guard.last_decision == ("none", "healthy")
+    assert world.guard.restarts.last_decision == ("none", "healthy")
     assert _restarts(world) == {}
 
 
@@ -93,8 +93,8 @@ def test_a_failing_service_manager_makes_the_state_unknown_not_down(
             world.guard.reconcile("tick")
     assert world.manager.calls == []
     assert _restarts(world) == {}
-    assert not world.guard.gave_up
-    assert world.guard.policy_state.restart_times == ()
+    assert not world.guard.restarts.gave_up
+    assert world.guard.restarts.state.restart_times == ()
     assert "unknown" in caplog.text
     collector = guard_collector(lambda: world.guard.published, checks=False)
     text = exposition(make_registry(collector, process_metrics=False)).decode()
@@ -108,7 +108,7 @@ def test_a_failing_proc_makes_the_state_unknown_not_down(
 ) -> None:
     world.start_agent()
     world.guard.reconcile("tick")
-    assert world.guard.last_decision == ("none", "healthy")
+    assert world.guard.restarts.last_decision == ("none", "healthy")
     real_listdir = os.listdir
     proc = str(world.proc)
 
@@ -123,10 +123,10 @@ def test_a_failing_proc_makes_the_state_unknown_not_down(
         world.guard.reconcile("tick")
     assert world.manager.calls == []
     assert _restarts(world) == {}
-    assert world.guard.last_decision == ("wait", "observation_unknown")
+    assert world.guard.restarts.last_decision == ("wait", "observation_unknown")
     monkeypatch.setattr(os, "listdir", real_listdir)
     world.guard.reconcile("tick")  # seeing again: the agent was running all along
-    assert world.guard.last_decision == ("none", "healthy")
+    assert world.guard.restarts.last_decision == ("none", "healthy")
     assert world.manager.calls == []
 
 
@@ -139,34 +139,32 @@ def test_two_verbose_cycles_do_not_spend_the_crash_budget(world: World) -> None:
         for op in ("verbose_on", "verbose_off"):
             answer = world.request(op, duration=3600)
             assert answer["ok"] and answer["restart"] == "requested"
-            from waagent_guard.daemon.leases import run_pending_restart
-
-            run_pending_restart(world.guard)
+            world.guard.run_pending_restart()
             world.clock.advance(5)
     assert world.manager.calls == ["restart"] * 4
     assert _restarts(world) == {"manual": 4}
-    assert world.guard.policy_state.restart_times == ()
+    assert world.guard.restarts.state.restart_times == ()
 
     world.kill_agent()  # a real crash after the cycles: repaired, not given up
     world.manager.unit_state = UnitState(active_state="active", sub_state="running")
     world.guard.reconcile("agent exited")
     assert world.manager.calls[-1] == "restart"
     assert _restarts(world)["process_gone"] == 1
-    assert not world.guard.gave_up
+    assert not world.guard.restarts.gave_up
 
 
 def test_restarts_on_request_have_their_own_limit(world: World) -> None:
-    from waagent_guard.daemon.leases import MANUAL_RESTART_LIMIT, run_pending_restart
+    from waagent_guard.daemon.leases import MANUAL_RESTART_LIMIT
 
     world.start_agent()
     world.guard.reconcile("start")
     for index in range(MANUAL_RESTART_LIMIT + 1):
         answer = world.request("verbose_on" if index % 2 == 0 else "verbose_off", duration=3600)
-        run_pending_restart(world.guard)
+        world.guard.run_pending_restart()
         world.clock.advance(1)
     assert not answer["ok"] and "limit" in answer["error"]
     assert world.manager.calls.count("restart") == MANUAL_RESTART_LIMIT
-    assert world.guard.policy_state.restart_times == ()
+    assert world.guard.restarts.state.restart_times == ()
 
 
 def test_give_up_clears_when_the_agent_is_started_by_hand_and_status_says_why(
@@ -177,8 +175,8 @@ def test_give_up_clears_when_the_agent_is_started_by_hand_and_status_says_why(
     for _ in range(4):
         world.guard.reconcile("tick")
         world.clock.advance(400)
-    assert world.guard.gave_up
-    reason = world.guard.policy_state.gave_up_reason
+    assert world.guard.restarts.gave_up
+    reason = world.guard.restarts.state.gave_up_reason
     assert reason and "GIVING UP" in reason
     assert "GAVE UP" in world.guard.status_line()
     saved = json.loads((world.root / "var/lib/waagent-guard/state.json").read_text())
@@ -194,7 +192,7 @@ def test_give_up_clears_when_the_agent_is_started_by_hand_and_status_says_why(
     world.start_agent()  # an operator ran `systemctl start walinuxagent`
     world.manager.unit_state = RUNNING
     world.guard.reconcile("tick")
-    assert not world.guard.gave_up
+    assert not world.guard.restarts.gave_up
     calls = len(world.manager.calls)
     world.clock.advance(10)
     world.kill_agent()
@@ -238,23 +236,19 @@ def test_a_control_request_is_answered_before_the_restart_it_causes(world: World
     answer = world.request("verbose_on", duration=60)
     assert answer["ok"] and answer["changed"] and answer["restart"] == "requested"
     assert world.manager.calls == []  # not yet: the answer goes out first
-    assert world.guard.pending_manual_restart is not None
-    from waagent_guard.daemon.leases import run_pending_restart
-
-    run_pending_restart(world.guard)
+    assert world.guard.leases.pending_restart is not None
+    world.guard.run_pending_restart()
     assert world.manager.calls == ["restart"]
 
 
 # -- item 6: the lease reverts at its expiry ------------------------------------------------
 
 def test_verbose_lease_reverts_at_expiry_with_a_fake_clock(world: World) -> None:
-    from waagent_guard.daemon.leases import run_pending_restart
-
     world.start_agent()
     world.guard.reconcile("start")
     before = world.conf.read_text()
     world.request("verbose_on", duration=2, reason="ticket 42")
-    run_pending_restart(world.guard)
+    world.guard.run_pending_restart()
     assert "Logs.Verbose=y" in world.conf.read_text()
     world.clock.advance(1.9)
     world.guard.reconcile("timer")
@@ -285,10 +279,10 @@ def test_an_expired_lease_that_cannot_be_written_is_retried_at_the_next_tick(
     with caplog.at_level(logging.ERROR):
         world.guard.reconcile("timer")
     assert "cannot revert the expired verbose lease yet" in caplog.text
-    assert world.guard.lease_expiry is not None  # still owed
+    assert world.guard.leases.expiry is not None  # still owed
     assert "Logs.Verbose=y" in world.conf.read_text()
     monkeypatch.setattr(verbose, "end_lease", real_end_lease)
     world.clock.advance(world.settings.daemon.tick_seconds)
     world.guard.reconcile("tick")
     assert "Logs.Verbose=y" not in world.conf.read_text()
-    assert world.guard.lease_expiry is None
+    assert world.guard.leases.expiry is None

@@ -1,0 +1,378 @@
+"""The guard's loop in-process: what each wake-up leads to, the deadlines, the error
+boundary, the doctor worker on the published observation, and a few wiring tests with
+the real event sources (control socket, inotify, a signal, the metrics port) in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from tests.inprocess import FAILED, FakeNotifier, World
+from waagent_guard.daemon.control import request
+from waagent_guard.daemon.doctor_worker import CheckWorker
+from waagent_guard.daemon.guard import FILES
+from waagent_guard.daemon.loop import Wakeup
+from waagent_guard.doctor.facts import FactSources
+from waagent_guard.doctor.runner import DoctorRunner
+from waagent_guard.metrics import CheckSample
+
+
+def running(world: World) -> None:
+    world.start_agent()
+    world.guard.reconcile("start")
+
+
+# -- each wake-up -------------------------------------------------------------------------
+
+def test_sigterm_stops_and_nothing_else_runs(world: World) -> None:
+    running(world)
+    asked = world.manager.state_calls
+    world.monotonic.advance(100)  # a tick is due, but stopping wins
+    world.guard.handle(Wakeup(signals=[signal.SIGTERM]))
+    assert world.guard.stopping
+    assert world.manager.state_calls == asked
+
+
+def test_sighup_reloads(world: World) -> None:
+    running(world)
+    world.write_config(restart={"max_restarts": 9})
+    world.guard.handle(Wakeup(signals=[signal.SIGHUP]))
+    assert world.guard.restarts.settings.max_restarts == 9
+    assert "RELOADING reloading configuration" in world.notifier.messages
+
+
+def test_the_agents_exit_reconciles_at_once(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    running(world)
+    world.kill_agent()
+    world.manager.unit_state = FAILED
+    with caplog.at_level(logging.INFO):
+        world.guard.handle(Wakeup(agent_exited=True))
+    assert "the agent daemon exited" in caplog.text
+    assert world.manager.calls == ["start"]
+
+
+def test_a_file_event_is_debounced_then_rereads_files_without_asking_the_manager(
+    world: World,
+) -> None:
+    running(world)
+    asked = world.manager.state_calls
+    tick = world.guard.next_tick
+    world.guard.handle(Wakeup(paths={str(world.conf)}))
+    assert world.guard.dirty_since == world.monotonic()
+    first = world.guard.observation
+    assert world.guard.timeout() == pytest.approx(world.settings.daemon.debounce_seconds)
+    world.monotonic.advance(world.settings.daemon.debounce_seconds)
+    world.guard.handle(Wakeup())
+    assert world.guard.dirty_since is None
+    assert world.guard.observation is not first  # looked again...
+    assert world.manager.state_calls == asked  # ...without a `systemctl show`
+    assert world.guard.next_tick == tick  # and the tick did not move
+
+
+def test_log_lines_and_the_agents_history_rewrites_wait_for_the_tick(world: World) -> None:
+    running(world)
+    first = world.guard.observation
+    history = world.root / "var/lib/waagent/history/2026-11-26.zip"
+    log = world.root / "var/log/waagent.log"
+    world.guard.handle(Wakeup(paths={str(history), str(log)}))
+    world.monotonic.advance(1)
+    world.guard.handle(Wakeup())
+    assert world.guard.observation is first  # published again, not observed again
+    assert world.guard.published.last_reconcile == world.clock()
+
+
+def test_a_files_reconciliation_before_any_observation_asks_the_manager(world: World) -> None:
+    world.start_agent()
+    world.guard.pending_paths = {str(world.conf)}
+    world.guard.reconcile(FILES)
+    assert world.manager.state_calls == 1
+    assert world.guard.observation is not None and world.guard.observation.unit is not None
+
+
+def test_the_tick_a_policy_timer_and_a_lease_expiry_each_reconcile(world: World) -> None:
+    running(world)
+    asked = world.manager.state_calls
+    world.monotonic.advance(world.settings.daemon.tick_seconds)
+    world.guard.handle(Wakeup())  # the tick
+    assert world.manager.state_calls == asked + 1
+
+    world.guard.restarts.next_wake = world.monotonic()
+    world.guard.handle(Wakeup())  # a policy timer
+    assert world.manager.state_calls == asked + 2
+
+    assert world.request("verbose_on", duration=5, restart=False)["ok"]
+    asked = world.manager.state_calls
+    world.clock.advance(5)
+    world.guard.handle(Wakeup())  # the lease is due
+    assert "Logs.Verbose=n" in world.conf.read_text()
+    assert world.manager.state_calls == asked + 1
+
+
+def test_a_finished_doctor_run_is_published_without_looking_again(world: World) -> None:
+    running(world)
+
+    class Finished:
+        sample = (CheckSample("WG-AGENT-001", 0.0, 0.1, world.clock()),)
+
+        def results(self) -> tuple[tuple[CheckSample, ...], Optional[bool]]:
+            return self.sample, True
+
+        def close(self) -> None:
+            pass
+
+    world.guard.checks = Finished()  # type: ignore[assignment]
+    asked = world.manager.state_calls
+    world.guard.handle(Wakeup())
+    assert world.guard.published.checks == Finished.sample
+    assert world.guard.published.backup_ready is True
+    assert world.manager.state_calls == asked
+
+
+def test_the_restart_a_request_asked_for_runs_in_the_same_wake_up(world: World) -> None:
+    running(world)
+    assert world.request("verbose_on", duration=60)["restart"] == "requested"
+    world.guard.handle(Wakeup())
+    assert world.manager.calls == ["restart"]
+
+
+def test_the_timeout_is_the_nearest_deadline(world: World) -> None:
+    running(world)
+    guard = world.guard
+    now = world.monotonic()
+    assert guard.timeout() == pytest.approx(world.settings.daemon.tick_seconds)
+    assert guard.timeout(now + 3) == pytest.approx(3)
+    guard.restarts.next_wake = now + 2
+    assert guard.timeout(now + 3) == pytest.approx(2)
+    world.request("verbose_on", duration=1, restart=False)
+    assert guard.timeout(now + 3) == pytest.approx(1)
+    guard.restarts.next_wake = now - 5
+    assert guard.timeout() == 0.0
+
+
+# -- the error boundary --------------------------------------------------------------------
+
+def test_a_keeper_that_raises_is_logged_and_the_loop_carries_on(
+    world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running(world)
+    guard = world.guard
+    guard.dirty_since = world.monotonic()
+    guard.restarts.next_wake = world.monotonic()
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug in a keeper")
+
+    monkeypatch.setattr(guard.restarts, "apply", broken)
+    with caplog.at_level(logging.ERROR):
+        guard._guarded(guard.handle, Wakeup(agent_exited=True))
+    assert "unexpected error (the guard carries on" in caplog.text
+    assert "RuntimeError: a bug in a keeper" in caplog.text
+    # Timers that would fire again at once wait for the next tick: no hot loop.
+    assert guard.dirty_since is None and guard.restarts.next_wake is None
+    assert guard.next_tick == world.monotonic() + world.settings.daemon.tick_seconds
+
+    monkeypatch.undo()
+    world.kill_agent()
+    world.manager.unit_state = FAILED
+    guard._guarded(guard.handle, Wakeup(agent_exited=True))  # the next wake-up works
+    assert world.manager.calls == ["start"]
+
+
+def test_the_lease_keeper_raising_does_not_stop_the_restart_side_next_time(
+    world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running(world)
+    guard = world.guard
+
+    def broken(**kwargs: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(guard.leases, "expire_if_due", broken)
+    with caplog.at_level(logging.ERROR):
+        guard._guarded(guard.reconcile, "tick")
+    assert "Input/output error" in caplog.text
+    monkeypatch.undo()
+    guard._guarded(guard.reconcile, "tick")
+    assert guard.restarts.last_decision == ("none", "healthy")
+
+
+# -- the doctor in the daemon ----------------------------------------------------------------
+
+def quiet_runner(world: World) -> DoctorRunner:
+    stat = (world.proc / "stat").read_text()
+    sources = FactSources(cpu_stat=lambda: stat, sleep=lambda seconds: None, clock=world.clock)
+    return DoctorRunner(world.guard.sysroot, world.settings, sources=sources, clock=world.clock)
+
+
+def test_the_doctor_uses_the_published_observation_not_a_second_systemctl_show(
+    world: World,
+) -> None:
+    running(world)
+    pokes: list[int] = []
+    worker = CheckWorker(
+        quiet_runner(world), poke=lambda: pokes.append(1),
+        observation=lambda: world.guard.published.observation, proc_root=world.proc,
+    )
+    asked = world.manager.state_calls
+    worker.run_once()
+    samples, ready = worker.results()
+    assert world.manager.state_calls == asked
+    assert pokes == [1]
+    assert samples and {s.code for s in samples} >= {"WG-AGENT-001"}
+    assert ready is not None
+    by_code = {s.code: s for s in samples}
+    assert by_code["WG-AGENT-001"].value == 0.0  # the agent runs (from the observation)
+
+
+def test_pressure_is_sampled_per_tick_and_fed_to_the_next_run(world: World) -> None:
+    running(world)
+    (world.proc / "meminfo").write_text("MemTotal: 1000 kB\nMemAvailable: 50 kB\n")
+    runner = quiet_runner(world)
+    worker = CheckWorker(runner, poke=lambda: None,
+                         observation=lambda: world.guard.published.observation,
+                         proc_root=world.proc)
+    worker.sample_pressure(world.clock() - 15)  # two ticks up to the published observation
+    (world.proc / "stat").write_text("cpu 100 2 3 4\nbtime 1\n")
+    worker.sample_pressure(world.clock())
+    assert len(runner.memory_window) == 0  # queued: only the worker touches the windows
+    worker.run_once()
+    # Two tick samples plus the run's own one; the CPU one from the two /proc/stat reads.
+    assert len(runner.memory_window) == 3
+    assert runner.memory_window.latest() == 95.0
+    assert len(runner.cpu_window) >= 1
+
+
+def test_a_failing_doctor_run_is_logged_and_the_schedule_goes_on(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(DoctorRunner):
+        def run(self, **kwargs: Any) -> list[Any]:
+            raise RuntimeError("probe exploded")
+
+    worker = CheckWorker(Broken(world.guard.sysroot, world.settings), poke=lambda: None,
+                         observation=lambda: None, proc_root=world.proc)
+    with caplog.at_level(logging.ERROR):
+        worker.run_once()
+    assert "doctor run failed" in caplog.text
+    assert worker.results() == ((), None)
+
+
+def test_unreadable_proc_files_skip_the_pressure_sample(world: World) -> None:
+    worker = CheckWorker(quiet_runner(world), poke=lambda: None, observation=lambda: None,
+                         proc_root=world.root / "no-proc")
+    worker.sample_pressure(world.clock())  # nothing to read: no sample, no error
+    worker.run_once()
+
+
+def test_the_worker_thread_runs_and_stops(world: World) -> None:
+    running(world)
+    done = threading.Event()
+    worker = CheckWorker(quiet_runner(world), poke=done.set,
+                         observation=lambda: world.guard.published.observation,
+                         proc_root=world.proc)
+    worker.start()
+    try:
+        assert done.wait(30), "the doctor worker did not finish its first run"
+    finally:
+        worker.close()
+    assert worker.results()[0]
+
+
+# -- wiring with the real sources, in-process ------------------------------------------------
+
+@pytest.fixture
+def started(world: World) -> World:
+    """The guard with its real event sources armed (control socket, inotify, signals,
+    the metrics port on 127.0.0.1:0); closed by the world fixture."""
+    world.start_agent()
+    world.guard.start()
+    world.guard.reconcile("start")
+    return world
+
+
+def test_a_control_request_wakes_the_loop_and_is_answered(started: World) -> None:
+    guard = started.guard
+    socket_path = started.root / "run/wg/control.sock"
+    answers: list[dict[str, Any]] = []
+    client = threading.Thread(
+        target=lambda: answers.append(request(socket_path, {"op": "status"}, timeout=30))
+    )
+    client.start()
+    try:
+        for _ in range(100):  # other sources (inotify of our own writes) may wake it first
+            wakeup = guard.loop.wait(30)
+            guard.handle(wakeup)
+            if "control" in wakeup.readable:
+                break
+        assert "control" in wakeup.readable
+    finally:
+        client.join(30)
+    assert answers and answers[0]["ok"] and answers[0]["status"].startswith("agent ")
+
+
+def test_a_file_event_wakes_the_loop(started: World) -> None:
+    started.conf.write_text("Logs.Verbose=n\nExtensions.Enabled=n\n")
+    wakeup = started.guard.loop.wait(30)
+    while not wakeup.paths:  # a watchdog thread may post after the first poke
+        wakeup = started.guard.loop.wait(30)
+    assert str(started.conf) in wakeup.paths
+
+
+def test_a_signal_wakes_the_loop(started: World) -> None:
+    os.kill(os.getpid(), signal.SIGHUP)
+    wakeup = started.guard.loop.wait(30)
+    assert wakeup.signals == [signal.SIGHUP]
+
+
+def test_the_metrics_port_serves_what_the_loop_published(started: World) -> None:
+    assert started.guard.http is not None
+    with urllib.request.urlopen(started.guard.http.url, timeout=30) as response:
+        text = response.read().decode()
+    assert "waagent_up 1.0" in text
+    assert 'waagent_guard_decisions_total{action="none"} 1.0' in text
+
+
+class StopWhenReady(FakeNotifier):
+    """SIGTERM as soon as READY is sent: `serve()` runs its loop once, no timing involved."""
+
+    watchdog_period: Optional[float] = 0.0
+
+    def ready(self, status: Optional[str] = None) -> bool:
+        super().ready(status)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return True
+
+
+def test_serve_arms_everything_says_ready_then_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path)
+    world.notifier = StopWhenReady()
+    world.start_agent()
+    try:
+        assert world.guard.serve() == 0
+    finally:
+        world.close()
+    messages = world.notifier.messages
+    assert messages[0].startswith("STATUS agent ")
+    assert any(m.startswith("READY agent ") for m in messages)
+    assert "WATCHDOG" in messages and messages[-1] == "STOPPING"
+    assert not (world.root / "run/wg/control.sock").exists()
+    assert world.guard.checks is None and world.guard.http is None
+
+
+def test_serve_once_returns_after_the_first_reconciliation(world: World) -> None:
+    world.start_agent()
+    assert world.guard.serve(once=True) == 0
+    assert any(m.startswith("READY ") for m in world.notifier.messages)
+    assert "STOPPING" not in world.notifier.messages
