@@ -56,7 +56,12 @@ from prometheus_client.registry import Collector
 from waagent_guard.agent.log import EVENT_CATALOGUE
 from waagent_guard.doctor.runner import check_codes as all_check_codes
 from waagent_guard.errors import ConfigError
-from waagent_guard.metrics import MetricsInput, StateCollector, make_registry
+from waagent_guard.metrics import (
+    MetricsInput,
+    StateCollector,
+    describe_families,
+    make_registry,
+)
 from waagent_guard.policy import DECISION_ACTIONS, RESTART_REASONS
 from waagent_guard.settings import MetricsSettings
 
@@ -546,11 +551,20 @@ class HttpServer:
 # --- the exporter the daemon starts ---------------------------------------------------
 
 
+HTTP_FAMILIES = (
+    ("waagent_guard_http_rejected", "counter"),
+    ("waagent_guard_http_connection_limit", "gauge"),
+)
+
+
 class HttpStatsCollector(Collector):
     """The server's own counters (as of each publish, like every other series)."""
 
     def __init__(self, server: Callable[[], Optional[HttpServer]]) -> None:
         self._server = server
+
+    def describe(self) -> Sequence[Metric]:
+        return describe_families(HTTP_FAMILIES)
 
     def collect(self) -> Sequence[Metric]:
         server = self._server()
