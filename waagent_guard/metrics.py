@@ -334,6 +334,51 @@ def _unreadable_family(observation: Observation) -> Metric:
     return family
 
 
+# Every family `build_families` can emit (name without the type's suffix, type). The
+# registry learns a collector's names from `describe()`, which is what makes
+# `/metrics?name[]=...` work; a test checks this list against a maximal exposition.
+FAMILIES: tuple[tuple[str, str], ...] = (
+    ("waagent_guard_build", "info"),
+    ("waagent_guard_restarts", "counter"),
+    ("waagent_guard_decisions", "counter"),
+    ("waagent_guard_restart_gave_up", "gauge"),
+    ("waagent_guard_last_reconcile_timestamp_seconds", "gauge"),
+    ("waagent_verbose_lease_expiry_timestamp_seconds", "gauge"),
+    ("waagent_guard_check_status", "gauge"),
+    ("waagent_guard_check_duration_seconds", "gauge"),
+    ("waagent_guard_doctor_last_run_timestamp_seconds", "gauge"),
+    ("waagent_backup_ready", "gauge"),
+    ("waagent_guard_observation_ok", "gauge"),
+    ("waagent_up", "gauge"),
+    ("waagent_exthandler_up", "gauge"),
+    ("waagent_health_status", "gauge"),
+    ("waagent_guard_unreadable", "gauge"),
+    ("waagent_info", "gauge"),
+    ("waagent_process_start_time_seconds", "gauge"),
+    ("waagent_process_resident_memory_bytes", "gauge"),
+    ("waagent_process_cpu_seconds", "counter"),
+    ("waagent_unit_restarts", "gauge"),
+    ("waagent_unit_autorestart", "gauge"),
+    ("waagent_config_verbose_enabled", "gauge"),
+    ("waagent_config_extensions_enabled", "gauge"),
+    ("waagent_config_last_change_timestamp_seconds", "gauge"),
+    ("waagent_config_autoupdate_enabled", "gauge"),
+    ("waagent_extension_info", "gauge"),
+    ("waagent_vmsnapshot_installed", "gauge"),
+    ("waagent_vmsnapshot_version_ok", "gauge"),
+    ("waagent_log_records", "counter"),
+    ("waagent_log_events", "counter"),
+    ("waagent_log_last_record_timestamp_seconds", "gauge"),
+    ("waagent_log_readable", "gauge"),
+    ("waagent_last_heartbeat_timestamp_seconds", "gauge"),
+)
+
+
+def describe_families(families: Iterable[tuple[str, str]]) -> list[Metric]:
+    """Sample-less families that tell a registry which names a collector serves."""
+    return [Metric(name, name, kind) for name, kind in families]
+
+
 class StateCollector(Collector):
     """Renders whatever the daemon last published; never blocks on I/O."""
 
@@ -351,6 +396,9 @@ class StateCollector(Collector):
         self._event_names = tuple(event_names)
         self._check_codes = tuple(check_codes)
         self._decision_actions = tuple(decision_actions)
+
+    def describe(self) -> Iterable[Metric]:
+        return describe_families(FAMILIES)
 
     def collect(self) -> Iterable[Metric]:
         return build_families(

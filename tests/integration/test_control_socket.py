@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import selectors
 import shutil
 import socket
 import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -31,6 +33,37 @@ from waagent_guard.daemon.control import (
 from waagent_guard.errors import ConfigError, InputError, ServiceError, WriteError
 
 NOBODY = 65534
+
+
+class DrivenControl(ControlServer):
+    """The server driven by a test thread, as the daemon's loop drives it
+    (`fileno()` in a selector, `handle_ready()` when readable or due)."""
+
+    _driver: Optional[threading.Thread] = None
+    _stop: Optional[threading.Event] = None
+
+    def start(self) -> None:
+        self.open()
+        if self._driver is not None:
+            return
+        self._stop = threading.Event()
+        self._driver = threading.Thread(target=self._drive, args=(self._stop,), name="test-driver")
+        self._driver.start()
+
+    def _drive(self, stop: threading.Event) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            while not stop.is_set():
+                wake = self.wake_in()
+                selector.select(0.05 if wake is None else min(0.05, wake))
+                self.handle_ready()
+
+    def close(self) -> None:
+        if self._driver is not None and self._stop is not None:
+            self._stop.set()
+            self._driver.join()
+            self._driver = None
+        super().close()
 USERS_GID = 100  # a group nobody is not a member of
 
 
@@ -57,7 +90,7 @@ def socket_path(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def server(socket_path: Path) -> Iterator[ControlServer]:
-    control = ControlServer(socket_path, echo)
+    control = DrivenControl(socket_path, echo)
     control.start()
     try:
         yield control
@@ -179,29 +212,135 @@ def test_an_oversized_request_gets_an_error_reply(server: ControlServer) -> None
     assert reply == {"ok": False, "error": "request too large (limit 65536 bytes)"}
 
 
-def test_a_slow_client_is_dropped_after_the_timeout(
+def test_a_slow_client_is_dropped_at_its_deadline_without_blocking(
     socket_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    control = ControlServer(socket_path, echo, timeout=0.2)
+    now = [100.0]
+    control = ControlServer(socket_path, echo, timeout=5.0, clock=lambda: now[0])
     control.open()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.connect(str(socket_path))
             client.sendall(b'{"partial": ')
+            assert control.handle_ready() is True  # accepted; waits for the rest, does not block
+            assert control.open_connections == 1
+            assert control.wake_in() == 5.0  # the loop's timer for this deadline
+            now[0] = 105.0
+            assert control.wake_in() == 0.0
             with caplog.at_level(logging.WARNING, logger="waagent_guard.daemon.control"):
                 assert control.handle_ready() is True
             client.settimeout(10)
             assert client.recv(100) == b""  # closed without a reply
+            assert control.open_connections == 0
+            assert control.rejected["timeout"] == 1
+            assert control.wake_in() is None
     finally:
         control.close()
-    assert "no complete request" in caplog.text
+    assert "uid 0 sent no complete request in 5.0s" in caplog.text or os.geteuid() != 0
+
+
+def test_a_slow_client_does_not_delay_the_next_one(socket_path: Path) -> None:
+    control = ControlServer(socket_path, echo)
+    control.open()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as slow, \
+                socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as quick:
+            slow.connect(str(socket_path))
+            slow.sendall(b'{"command": ')
+            quick.connect(str(socket_path))
+            quick.sendall(b'{"command": "status"}\n')
+            assert control.handle_ready() is True  # one call: the slow one waits, quick served
+            quick.settimeout(10)
+            assert json.loads(quick.makefile("rb").readline())["echo"] == {"command": "status"}
+            assert control.open_connections == 1
+            slow.sendall(b'"late"}\n')  # the slow one finishes later and is served then
+            assert control.handle_ready() is True
+            slow.settimeout(10)
+            assert json.loads(slow.makefile("rb").readline())["echo"] == {"command": "late"}
+    finally:
+        control.close()
+
+
+def test_at_the_cap_the_oldest_silent_connection_makes_room(socket_path: Path) -> None:
+    control = ControlServer(socket_path, echo, max_connections=3)
+    control.open()
+    idle = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(3)]
+    try:
+        for sock in idle:
+            sock.connect(str(socket_path))
+            control.handle_ready()
+        assert control.open_connections == 3
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as honest:
+            honest.connect(str(socket_path))
+            honest.sendall(b'{"command": "status"}\n')
+            control.handle_ready()
+            honest.settimeout(10)
+            assert json.loads(honest.makefile("rb").readline())["ok"] is True
+        idle[0].settimeout(10)
+        assert idle[0].recv(10) == b""  # the oldest idle one was closed
+        assert control.open_connections == 2
+        assert control.rejected["evicted"] == 1
+    finally:
+        for sock in idle:
+            sock.close()
+        control.close()
+
+
+def test_a_flood_of_garbage_and_huge_lines_is_answered_and_bounded(socket_path: Path) -> None:
+    control = DrivenControl(socket_path, echo)
+    control.start()
+    try:
+        for payload in (b"\x00\xff" * 10 + b"\n", b"x" * (300 * 1024), b"{" * 50000 + b"\n"):
+            for _ in range(20):
+                reply = raw_exchange(socket_path, payload)
+                assert reply["ok"] is False
+        assert request(socket_path, {"command": "after"})["echo"] == {"command": "after"}
+        deadline = time.monotonic() + 30  # the driver closes right after sending the reply
+        while control.open_connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert control.open_connections == 0
+    finally:
+        control.close()
+
+
+FLOOD = """
+import json, socket, sys
+replies = refused = 0
+for _ in range(int(sys.argv[2])):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(sys.argv[1])
+        data = sock.recv(4096)
+        replies += 1
+        refused += b"permission denied" in data
+print(json.dumps({"replies": replies, "refused": refused}))
+"""
+
+
+def test_refused_peers_are_answered_at_accept_and_logged_once(
+    server: ControlServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    require_nobody_python()
+    os.chmod(server.path, 0o666)  # get past connect() to reach the SO_PEERCRED check
+    with caplog.at_level(logging.WARNING, logger="waagent_guard.daemon.control"):
+        result = subprocess.run(
+            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+             sys.executable, "-c", FLOOD, str(server.path), "200"],
+            capture_output=True, text=True, timeout=120, check=True,
+        )
+    assert json.loads(result.stdout) == {"replies": 200, "refused": 200}
+    assert server.rejected["peer"] == 200
+    assert server.open_connections == 0
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1  # the journal gets one line per minute, not one per connection
+    assert request(server.path, {"command": "root"})["ok"] is True
 
 
 def test_a_handler_guard_error_becomes_the_error_message(socket_path: Path) -> None:
     def refuse(payload: dict[str, Any], peer: PeerCredentials) -> dict[str, Any]:
         raise InputError("verbose on: --for must be at most 7d")
 
-    with ControlServer(socket_path, refuse) as control:
+    with DrivenControl(socket_path, refuse) as control:
         control.start()
         assert request(socket_path, {}) == {
             "ok": False, "error": "verbose on: --for must be at most 7d",
@@ -214,7 +353,7 @@ def test_a_handler_crash_is_logged_and_answered(
     def crash(payload: dict[str, Any], peer: PeerCredentials) -> dict[str, Any]:
         raise KeyError("boom")
 
-    with ControlServer(socket_path, crash) as control:
+    with DrivenControl(socket_path, crash) as control:
         control.start()
         with caplog.at_level(logging.ERROR, logger="waagent_guard.daemon.control"):
             reply = request(socket_path, {"command": "x"})
@@ -253,7 +392,7 @@ def test_the_allowed_group_gets_a_0660_socket_owned_by_that_group(socket_path: P
 
 
 def test_a_supplementary_member_of_the_allowed_group_is_served(socket_path: Path) -> None:
-    control = ControlServer(socket_path, echo, allowed_gid=USERS_GID)
+    control = DrivenControl(socket_path, echo, allowed_gid=USERS_GID)
     control.start()
     try:
         result = run_client_as(socket_path, gid=NOBODY, groups=str(USERS_GID))
@@ -265,7 +404,7 @@ def test_a_supplementary_member_of_the_allowed_group_is_served(socket_path: Path
 
 
 def test_a_peer_whose_primary_group_is_allowed_is_served(socket_path: Path) -> None:
-    control = ControlServer(socket_path, echo, allowed_gid=USERS_GID)
+    control = DrivenControl(socket_path, echo, allowed_gid=USERS_GID)
     control.start()
     try:
         result = run_client_as(socket_path, gid=USERS_GID)
@@ -275,7 +414,7 @@ def test_a_peer_whose_primary_group_is_allowed_is_served(socket_path: Path) -> N
 
 
 def test_a_peer_outside_the_allowed_group_is_refused_naming_the_group(socket_path: Path) -> None:
-    control = ControlServer(socket_path, echo, allowed_gid=USERS_GID)
+    control = DrivenControl(socket_path, echo, allowed_gid=USERS_GID)
     control.start()
     try:
         os.chmod(socket_path, 0o666)
@@ -287,7 +426,7 @@ def test_a_peer_outside_the_allowed_group_is_refused_naming_the_group(socket_pat
 
 
 def test_a_peer_with_our_own_uid_is_served(socket_path: Path) -> None:
-    control = ControlServer(socket_path, echo, euid=NOBODY)
+    control = DrivenControl(socket_path, echo, euid=NOBODY)
     control.start()
     try:
         os.chmod(socket_path, 0o666)
@@ -323,7 +462,7 @@ def test_a_permission_denied_reply_raises_control_permission_error(socket_path: 
     def deny(payload: dict[str, Any], peer: PeerCredentials) -> dict[str, Any]:
         return {"ok": False, "error": "permission denied: verbose on needs root"}
 
-    with ControlServer(socket_path, deny) as control:
+    with DrivenControl(socket_path, deny) as control:
         control.start()
         with pytest.raises(ControlPermissionError, match="verbose on needs root"):
             request(socket_path, {"command": "verbose-on"})
@@ -332,15 +471,20 @@ def test_a_permission_denied_reply_raises_control_permission_error(socket_path: 
 # --- lifecycle ------------------------------------------------------------------------
 
 
-def test_close_leaves_no_socket_file_and_no_thread(socket_path: Path) -> None:
+def test_the_server_runs_no_thread_and_close_leaves_no_socket_file(socket_path: Path) -> None:
+    before = threading.active_count()
     control = ControlServer(socket_path, echo)
-    control.start()
-    control.start()  # idempotent
-    assert any(t.name == "waagent-guard-control" for t in threading.enumerate())
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(10)
+        client.connect(str(socket_path)) if control.fileno() else None
+        client.sendall(b"{}\n")
+        assert control.handle_ready() is True
+        assert json.loads(client.makefile("rb").readline())["ok"] is True
+    assert threading.active_count() == before
+    assert not hasattr(control, "start")  # no thread mode: the daemon's loop drives it
     control.close()
     control.close()  # idempotent
     assert not socket_path.exists()
-    assert not any(t.name == "waagent-guard-control" for t in threading.enumerate())
 
 
 def test_close_keeps_a_socket_file_that_another_daemon_created(socket_path: Path) -> None:
@@ -357,7 +501,7 @@ def test_a_stale_socket_file_is_replaced(socket_path: Path) -> None:
     socket_path.parent.mkdir(parents=True)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
         dead.bind(str(socket_path))  # bound, never listening: a crashed daemon's leftover
-    with ControlServer(socket_path, echo) as control:
+    with DrivenControl(socket_path, echo) as control:
         control.start()
         assert request(socket_path, {"a": 1})["ok"] is True
 
@@ -479,4 +623,43 @@ def test_request_rejects_a_reply_that_is_not_a_json_object(
             request(path, {"command": "status"})
     finally:
         thread.join()
+        listener.close()
+
+
+def test_request_waits_while_the_daemons_backlog_is_full(tmp_path: Path) -> None:
+    path = tmp_path / "full.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)
+    fillers: list[socket.socket] = []
+    while True:  # fill the backlog: the next connect() would get EAGAIN
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        try:
+            filler.connect(str(path))
+        except BlockingIOError:
+            filler.close()
+            break
+        fillers.append(filler)
+    try:
+        with pytest.raises(ControlProtocolError, match="backlog stayed full"):
+            request(path, {}, timeout=0.2)
+
+        def drain_then_answer() -> None:
+            for _ in fillers:
+                listener.accept()[0].close()
+            connection, _ = listener.accept()
+            with connection:
+                connection.makefile("rb").readline()
+                connection.sendall(b'{"ok": true}\n')
+
+        thread = threading.Thread(target=drain_then_answer)
+        thread.start()
+        try:
+            assert request(path, {}, timeout=30) == {"ok": True}
+        finally:
+            thread.join()
+    finally:
+        for filler in fillers:
+            filler.close()
         listener.close()

@@ -85,7 +85,8 @@ def test_every_metric_in_the_docs_table_is_exported(tmp_path: Path) -> None:
     # Families the daemon alone has (decisions), or that need a unit or a running agent.
     daemon_only = {"waagent_guard_decisions_total", "waagent_unit_restarts",
                    "waagent_unit_autorestart", "waagent_process_start_time_seconds",
-                   "waagent_process_resident_memory_bytes", "waagent_process_cpu_seconds_total"}
+                   "waagent_process_resident_memory_bytes", "waagent_process_cpu_seconds_total",
+                   "waagent_guard_http_rejected_total", "waagent_guard_http_connection_limit"}
     missing = documented - exported - daemon_only
     assert not missing, f"documented but not exported: {sorted(missing)}"
 
@@ -171,8 +172,13 @@ def test_oneshot_and_daemon_serve_the_same_families(tmp_path: Path) -> None:
             served = family_names(r.read().decode())
         _, text, _ = run_metrics("--config", str(guest.config), "--root", str(guest.root))
         oneshot = family_names(text)
-        # Decisions count one daemon's choices since it started: only the daemon has them.
-        assert oneshot == served - {"waagent_guard_decisions", "waagent_guard_decisions_total"}
+        # Decisions count one daemon's choices since it started, and the HTTP server's own
+        # families describe the server: only the daemon has them.
+        assert oneshot == served - {
+            "waagent_guard_decisions", "waagent_guard_decisions_total",
+            "waagent_guard_http_rejected", "waagent_guard_http_rejected_total",
+            "waagent_guard_http_connection_limit",
+        }
         assert "waagent_guard_process_resident_memory_bytes" in oneshot
         # The restart the daemon made is in the state file, so the one-shot counts it too.
         samples = {f"{s.name}{s.labels}": s.value

@@ -11,9 +11,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from waagent_guard.agent.process import AgentProcess
-from waagent_guard.daemon.exporter import guard_collector
+from waagent_guard.daemon.exporter import HttpStatsCollector, guard_collector
 from waagent_guard.demo.simagent import lay_demo_guest
 from waagent_guard.metrics import CheckSample, MetricsInput, exposition, make_registry
 from waagent_guard.observe import observe
@@ -173,7 +174,21 @@ def default_exposition(tmp_path: Path) -> bytes:
     checks = tuple(CheckSample(code, 0, 0.001, 1.0) for code in check_codes())
     data = MetricsInput(observation=observation, checks=checks, backup_ready=True,
                         last_reconcile=1.0)
-    return exposition(make_registry(guard_collector(lambda: data, checks=True)))
+    return exposition(maximal_registry(data))
+
+
+class FakeServer:
+    """What HttpStatsCollector reads from the daemon's metrics server."""
+
+    cap = 256
+    rejected: dict[str, int] = {}
+
+
+def maximal_registry(data: MetricsInput) -> CollectorRegistry:
+    """The daemon's registry: its collector, the process families, the HTTP server's own."""
+    registry = make_registry(guard_collector(lambda: data, checks=True))
+    registry.register(HttpStatsCollector(lambda: FakeServer()))  # type: ignore[arg-type,return-value]
+    return registry
 
 
 def test_the_default_exposition_stays_within_the_cardinality_budget(tmp_path: Path) -> None:
@@ -186,3 +201,32 @@ def test_the_default_exposition_stays_within_the_cardinality_budget(tmp_path: Pa
     for family in ("waagent_up", "waagent_log_readable", "waagent_guard_restarts_total",
                    "waagent_backup_ready", "waagent_guard_check_status"):
         assert any(line.startswith(family) for line in samples), family
+
+
+# --- /metrics?name[]=... (the registry learns each collector's names from describe()) ------
+
+
+def test_every_family_served_is_described(tmp_path: Path) -> None:
+    from waagent_guard.daemon.exporter import HTTP_FAMILIES
+    from waagent_guard.metrics import FAMILIES
+
+    text = default_exposition(tmp_path).decode()
+    served = set(re.findall(r"^# TYPE (\S+) ", text, flags=re.M))
+    own = {name for name in served if not name.startswith(("waagent_guard_process", "python_"))}
+    described = set()
+    for name, kind in (*FAMILIES, *HTTP_FAMILIES):
+        described.add(name + {"counter": "_total", "info": "_info"}.get(kind, ""))
+    assert own == described
+
+
+def test_a_name_filter_returns_only_the_named_families(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    root = lay_demo_guest(tmp_path / "guest")
+    data = MetricsInput(observation=observe(Sysroot(root), Settings()), last_reconcile=1.0)
+    registry = maximal_registry(data)
+    names = ["waagent_up", "waagent_log_records_total", "waagent_guard_http_connection_limit"]
+    text = generate_latest(registry.restricted_registry(names)).decode()
+    assert set(re.findall(r"^# TYPE (\S+) ", text, flags=re.M)) == {
+        "waagent_up", "waagent_log_records_total", "waagent_guard_http_connection_limit"
+    }

@@ -4,13 +4,15 @@ Owns `/run/waagent-guard/control.sock` (the path comes from `control.socket`,
 resolved by the caller): creating it with safe permissions (0600, or 0660 and
 the configured group), checking every peer with SO_PEERCRED (root, our own uid,
 or a member of the allowed group), bounded and timed reads, and the client
-`request()` the CLI uses. The server can run in its own thread (`start`/`close`)
-or be polled from the daemon's selector (`fileno`/`handle_ready`).
+`request()` the CLI uses. The server is polled from the daemon's selector
+(`fileno`/`handle_ready`/`wake_in`) and never blocks it (docs/SECURITY.md).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import errno
 import grp
 import json
 import logging
@@ -19,8 +21,8 @@ import selectors
 import socket
 import stat
 import struct
-import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +43,12 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_RESPONSE_BYTES = 1024 * 1024
 DEFAULT_TIMEOUT = 5.0
+MAX_CONNECTIONS = 16  # allowed clients open at once (exporter.FD_RESERVE counts them)
+LISTEN_BACKLOG = 512  # a burst waits in the kernel (no fd of ours); the client retries EAGAIN
+ACCEPT_BATCH = 64
+ACCEPT_PAUSE_SECONDS = 0.1
+REFUSAL_LOG_SECONDS = 60.0
+_FD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -78,8 +86,8 @@ def supplementary_groups(pid: int, proc_root: Path = Path("/proc")) -> tuple[int
     if pid <= 0:  # the peer lives in another pid namespace
         return ()
     try:
-        text = read_text(proc_root / str(pid) / "status", 64 * 1024, encoding="ascii",
-                         oversize="truncate")
+        text = read_text(proc_root / str(pid) / "status", 16384, encoding="ascii",
+                         oversize="truncate")  # a few KiB in /proc
     except OSError:
         return ()
     for line in text.splitlines():
@@ -122,14 +130,32 @@ def _error(message: str) -> dict[str, Any]:
     return {"ok": False, "error": message}
 
 
+class _Client:
+    """One accepted, allowed connection: reading its line, or writing the reply."""
+
+    __slots__ = ("deadline", "inbox", "outbox", "peer", "sock", "state")
+
+    def __init__(self, sock: socket.socket, peer: PeerCredentials, deadline: float) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.deadline = deadline
+        self.inbox = bytearray()
+        self.outbox = b""
+        self.state = "read"  # "read", "write" or "closed"
+
+
 class ControlServer:
     """Serves the control socket; `handler(request, peer)` returns the reply object.
 
-    Either call `start()` (a background thread) or put `fileno()` in your own
-    selector and call `handle_ready()` when it is readable; `close()` stops
-    the thread, closes the socket and removes the socket file. Connections are
-    served one at a time; each gets at most `timeout` seconds and
-    `max_request_bytes` of request.
+    Put `fileno()` in your selector (it is the server's own epoll descriptor:
+    readable when a connection is waiting or a client sent something) and call
+    `handle_ready()` when it is readable or `wake_in()` has run out. Nothing
+    here blocks: every socket is non-blocking, each allowed connection has
+    `timeout` seconds for its request line (at most `max_request_bytes`) and
+    again for its reply, at most `max_connections` are open at once (the oldest
+    still reading is dropped to admit a newer one), and a peer refused by
+    SO_PEERCRED is answered and closed at accept, before anything is read.
+    `close()` closes the socket and removes the socket file.
     """
 
     def __init__(
@@ -140,21 +166,30 @@ class ControlServer:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        max_connections: int = MAX_CONNECTIONS,
         proc_root: Path = Path("/proc"),
         euid: Optional[int] = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = Path(path)
         self.handler = handler
         self.allowed_gid = allowed_gid
         self.timeout = timeout
         self.max_request_bytes = max_request_bytes
+        self.max_connections = max_connections
         self.proc_root = proc_root
         self.euid = os.geteuid() if euid is None else euid
+        self.clock = clock
+        self.rejected: collections.Counter[str] = collections.Counter()
         self._socket: Optional[socket.socket] = None
+        self._selector: Optional[selectors.EpollSelector] = None
         self._inode: Optional[tuple[int, int]] = None
-        self._thread: Optional[threading.Thread] = None
-        self._wake_reader: Optional[socket.socket] = None
-        self._wake_writer: Optional[socket.socket] = None
+        # Oldest deadline first: a client moves to the end when it starts writing.
+        self._clients: collections.OrderedDict[int, _Client] = collections.OrderedDict()
+        self._listening = False
+        self._resume_at: Optional[float] = None
+        self._refusals_unlogged = 0
+        self._refusal_logged_at: Optional[float] = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -178,7 +213,7 @@ class ControlServer:
                 os.chmod(self.path, 0o660)
             else:
                 os.chmod(self.path, 0o600)
-            sock.listen(16)
+            sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
             info = os.stat(self.path)
         except OSError as error:
@@ -189,6 +224,10 @@ class ControlServer:
             ) from error
         self._inode = (info.st_dev, info.st_ino)
         self._socket = sock
+        # epoll (Linux): its own descriptor is pollable, so the daemon's loop waits on it.
+        self._selector = selectors.EpollSelector()
+        self._selector.register(sock, selectors.EVENT_READ, None)
+        self._listening = True
         logger.debug("control socket listening on %s", self.path)
 
     def _remove_stale_socket(self) -> None:
@@ -218,34 +257,18 @@ class ControlServer:
         )
 
     def fileno(self) -> int:
-        """The listening socket's descriptor (for a selector); opens the socket if needed."""
+        """A descriptor for the caller's selector (opens the socket if needed)."""
         self.open()
-        assert self._socket is not None
-        return self._socket.fileno()
-
-    def start(self) -> None:
-        """Serve in a background thread until `close()`."""
-        self.open()
-        if self._thread is not None:
-            return
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._thread = threading.Thread(
-            target=self._serve_forever, name="waagent-guard-control", daemon=True
-        )
-        self._thread.start()
+        assert self._selector is not None
+        return self._selector.fileno()
 
     def close(self) -> None:
-        """Stop serving, join the thread, close the socket, remove the socket file."""
-        if self._thread is not None:
-            assert self._wake_writer is not None
-            with contextlib.suppress(OSError):
-                self._wake_writer.send(b"x")
-            self._thread.join()
-            self._thread = None
-        for wake in (self._wake_reader, self._wake_writer):
-            if wake is not None:
-                wake.close()
-        self._wake_reader = self._wake_writer = None
+        """Drop every client, close the socket, remove the socket file (idempotent)."""
+        for client in list(self._clients.values()):
+            self._drop(client)
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
         if self._socket is not None:
             self._socket.close()
             self._socket = None
@@ -273,110 +296,247 @@ class ControlServer:
     ) -> None:
         self.close()
 
-    def _serve_forever(self) -> None:
-        assert self._socket is not None and self._wake_reader is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._socket, selectors.EVENT_READ)
-            selector.register(self._wake_reader, selectors.EVENT_READ)
-            while True:
-                for key, _ in selector.select():
-                    if key.fileobj is self._wake_reader:
-                        return
-                while self.handle_ready():
-                    pass
+    # --- the loop's side -------------------------------------------------------------
 
-    # --- one connection --------------------------------------------------------------
+    @property
+    def open_connections(self) -> int:
+        return len(self._clients)
+
+    def wake_in(self) -> Optional[float]:
+        """Seconds until a client's deadline or the end of an accept pause (None: no timer)."""
+        deadlines = [client.deadline for client in self._first_clients()]
+        if self._resume_at is not None:
+            deadlines.append(self._resume_at)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - self.clock())
 
     def handle_ready(self) -> bool:
-        """Accept and serve one pending connection; False when none was waiting."""
-        self.open()
-        assert self._socket is not None
-        try:
-            connection, _ = self._socket.accept()
-        except (BlockingIOError, InterruptedError):
-            return False
-        with connection:
-            try:
-                self._serve(connection)
-            except Exception:  # one bad client must never take the daemon down
-                logger.exception("control request failed")
-        return True
+        """Do what can be done now without blocking; False when there was nothing.
 
-    def _serve(self, connection: socket.socket) -> None:
-        connection.setblocking(True)
+        Accepts at most ACCEPT_BATCH connections per call (the caller's loop gets
+        its turn in between; the descriptor stays readable while more wait).
+        """
+        self.open()
+        assert self._selector is not None
+        did = False
+        for key, _mask in self._selector.select(0):
+            did = True
+            if key.data is None:
+                self._accept_batch()
+            else:
+                self._step(key.data)
+        now = self.clock()
+        did = self._expire(now) or did
+        if self._resume_at is not None and now >= self._resume_at and self._socket is not None:
+            self._resume_at = None
+            self._selector.register(self._socket, selectors.EVENT_READ, None)
+            self._listening = True
+        return did
+
+    def _first_clients(self) -> Iterator[_Client]:
+        # Reading and writing clients are each in deadline order; look at the first of each.
+        seen: set[str] = set()
+        for client in self._clients.values():
+            if client.state not in seen:
+                seen.add(client.state)
+                yield client
+                if len(seen) == 2:
+                    return
+
+    def _expire(self, now: float) -> bool:
+        expired_any = False
+        while True:
+            expired = [client for client in self._first_clients() if client.deadline <= now]
+            if not expired:
+                return expired_any
+            for client in expired:
+                expired_any = True
+                self.rejected["timeout"] += 1
+                if client.state == "read":
+                    self._log_timeout(client.peer)
+                self._drop(client)
+
+    # --- connections -----------------------------------------------------------------
+
+    def _accept_batch(self) -> None:
+        assert self._socket is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                connection, _ = self._socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                if error.errno in _FD_ERRNOS:
+                    self.rejected["fd_exhausted"] += 1
+                    self._pause_accepting()
+                return
+            try:
+                self._admit(connection)
+            except Exception:  # one bad client must never take the daemon down
+                logger.exception("control connection failed")
+                connection.close()
+
+    def _pause_accepting(self) -> None:
+        """Out of descriptors: leave connections in the backlog for a moment."""
+        assert self._selector is not None and self._socket is not None
+        if self._listening:
+            self._selector.unregister(self._socket)
+            self._listening = False
+        self._resume_at = self.clock() + ACCEPT_PAUSE_SECONDS
+
+    def _admit(self, connection: socket.socket) -> None:
+        connection.setblocking(False)
         peer = peer_credentials(connection)
         reason = refusal_reason(
             peer, euid=self.euid, allowed_gid=self.allowed_gid, proc_root=self.proc_root
         )
-        if reason is not None:
-            logger.warning(
-                "control socket: refused pid %d uid %d gid %d: %s",
-                peer.pid,
-                peer.uid,
-                peer.gid,
-                reason,
-                extra=decision_fields("control_denied", reason, WG_PEER_UID=peer.uid),
-            )
-            self._reply(connection, _error(reason))
+        if reason is not None:  # answered and closed at once: costs no read, no timer
+            self.rejected["peer"] += 1
+            self._log_refusal(peer, reason)
+            with contextlib.suppress(OSError):
+                connection.send(_encode(_error(reason)))
+            connection.close()
             return
-        line = self._read_request(connection)
-        if line is None:
+        if len(self._clients) >= self.max_connections and not self._evict_oldest_reader():
+            self.rejected["busy"] += 1
+            with contextlib.suppress(OSError):
+                connection.send(_encode(_error(
+                    f"busy: {self.max_connections} control connections are open; retry"
+                )))
+            connection.close()
             return
+        client = _Client(connection, peer, self.clock() + self.timeout)
+        self._clients[connection.fileno()] = client
+        assert self._selector is not None
+        self._selector.register(connection, selectors.EVENT_READ, client)
+        self._step(client)  # the request line is usually here already
+
+    def _evict_oldest_reader(self) -> bool:
+        for client in self._clients.values():
+            if client.state == "read":
+                self.rejected["evicted"] += 1
+                logger.info(
+                    "control socket: dropped a connection of uid %d that sent no request "
+                    "(%d connections open)", client.peer.uid, len(self._clients),
+                )
+                self._drop(client)
+                return True
+        return False
+
+    def _drop(self, client: _Client) -> None:
+        if client.state == "closed":
+            return
+        client.state = "closed"
+        self._clients.pop(client.sock.fileno(), None)
+        if self._selector is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(client.sock)
+        client.sock.close()
+
+    def _step(self, client: _Client) -> None:
+        try:
+            if client.state == "read":
+                self._read(client)
+            elif client.state == "write":
+                self._write(client)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as error:
+            logger.debug("control socket: client went away: %s", error)
+            self._drop(client)
+        except Exception:  # one bad client must never take the daemon down
+            logger.exception("control request failed")
+            self._drop(client)
+
+    def _read(self, client: _Client) -> None:
+        while True:
+            chunk = client.sock.recv(65536)
+            if not chunk:  # EOF: what came is the request
+                self._serve(client, bytes(client.inbox))
+                return
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                client.inbox += chunk[:newline]
+                self._serve(client, bytes(client.inbox))
+                return
+            client.inbox += chunk
+            if len(client.inbox) > self.max_request_bytes:
+                self._serve(client, bytes(client.inbox))
+                return
+
+    def _serve(self, client: _Client, line: bytes) -> None:
+        self._start_writing(client, _encode(self._response(line, client.peer)))
+
+    def _response(self, line: bytes, peer: PeerCredentials) -> dict[str, Any]:
         if len(line) > self.max_request_bytes:
-            self._reply(
-                connection, _error(f"request too large (limit {self.max_request_bytes} bytes)")
-            )
-            return
+            self.rejected["too_large"] += 1
+            return _error(f"request too large (limit {self.max_request_bytes} bytes)")
         try:
             request = json.loads(line)
         except ValueError as error:
-            self._reply(connection, _error(f"malformed request: not JSON ({error})"))
-            return
+            self.rejected["malformed"] += 1
+            return _error(f"malformed request: not JSON ({error})")
         if not isinstance(request, dict):
-            self._reply(connection, _error("malformed request: expected a JSON object"))
-            return
+            self.rejected["malformed"] += 1
+            return _error("malformed request: expected a JSON object")
         try:
-            response = self.handler(request, peer)
+            return self.handler(request, peer)
         except GuardError as error:
-            response = _error(error.message)
+            return _error(error.message)
         except Exception as error:
             logger.exception("control handler failed on %r", request.get("op"))
-            response = _error(f"internal error: {type(error).__name__}: {error}")
-        self._reply(connection, response)
+            return _error(f"internal error: {type(error).__name__}: {error}")
 
-    def _read_request(self, connection: socket.socket) -> Optional[bytes]:
-        """The first line (without its newline), or more than the cap, or None on timeout."""
-        deadline = time.monotonic() + self.timeout
-        buffer = bytearray()
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._log_timeout()
-                return None
-            connection.settimeout(remaining)
-            try:
-                chunk = connection.recv(65536)
-            except socket.timeout:
-                self._log_timeout()
-                return None
-            newline = chunk.find(b"\n")
-            if newline >= 0:
-                buffer += chunk[:newline]
-                return bytes(buffer)
-            buffer += chunk
-            if not chunk or len(buffer) > self.max_request_bytes:
-                return bytes(buffer)
+    def _start_writing(self, client: _Client, data: bytes) -> None:
+        client.state = "write"
+        client.outbox = data
+        client.deadline = self.clock() + self.timeout
+        self._clients.move_to_end(client.sock.fileno())
+        assert self._selector is not None
+        self._selector.modify(client.sock, selectors.EVENT_WRITE, client)
+        self._write(client)
 
-    def _log_timeout(self) -> None:
-        logger.warning("control socket: client sent no complete request in %ss", self.timeout)
+    def _write(self, client: _Client) -> None:
+        while client.outbox:
+            sent = client.sock.send(client.outbox)
+            client.outbox = client.outbox[sent:]
+        self._drop(client)
 
-    def _reply(self, connection: socket.socket, response: dict[str, Any]) -> None:
-        data = json.dumps(response, default=str, separators=(",", ":")).encode("utf-8") + b"\n"
-        connection.settimeout(self.timeout)
-        try:
-            connection.sendall(data)
-        except OSError as error:
-            logger.debug("control socket: client went away before the reply: %s", error)
+    # --- logging, bounded ------------------------------------------------------------
+
+    def _log_refusal(self, peer: PeerCredentials, reason: str) -> None:
+        """One warning per REFUSAL_LOG_SECONDS, with the count of those not logged:
+        a flood of refused connections must not flood the journal."""
+        now = self.clock()
+        if (
+            self._refusal_logged_at is not None
+            and now - self._refusal_logged_at < REFUSAL_LOG_SECONDS
+        ):
+            self._refusals_unlogged += 1
+            return
+        more = self._refusals_unlogged
+        self._refusals_unlogged = 0
+        self._refusal_logged_at = now
+        logger.warning(
+            "control socket: refused pid %d uid %d gid %d: %s%s",
+            peer.pid,
+            peer.uid,
+            peer.gid,
+            reason,
+            f" (and {more} more refused connection(s) since the last such message)" if more
+            else "",
+            extra=decision_fields("control_denied", reason, WG_PEER_UID=peer.uid),
+        )
+
+    def _log_timeout(self, peer: PeerCredentials) -> None:
+        logger.warning(
+            "control socket: uid %d sent no complete request in %ss", peer.uid, self.timeout
+        )
+
+
+def _encode(response: dict[str, Any]) -> bytes:
+    return json.dumps(response, default=str, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
 def request(
@@ -393,7 +553,7 @@ def request(
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect(str(path))
+            _connect(sock, path, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise DaemonNotRunningError(
                 f"waagent-guard daemon not running (nothing listening on {path}: {error.strerror})"
@@ -424,6 +584,20 @@ def request(
     if response.get("ok") is False and str(message).startswith("permission denied"):
         raise ControlPermissionError(f"{path}: {message}")
     return response
+
+
+def _connect(sock: socket.socket, path: Path, timeout: float) -> None:
+    """connect(), retried while the daemon's backlog is full (EAGAIN on a unix socket
+    with a timeout: a flood of other clients must not make the CLI fail at once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock.connect(str(path))
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise socket.timeout(f"the daemon's backlog stayed full for {timeout:g}s") from None
+            time.sleep(0.02)
 
 
 def _read_reply(sock: socket.socket) -> bytes:

@@ -209,6 +209,9 @@ class Guard:
             deadlines.append(self.dirty_since + self.settings.daemon.debounce_seconds)
         if self.restarts.next_wake is not None:
             deadlines.append(self.restarts.next_wake)
+        control_wake = self.control.wake_in() if self.control is not None else None
+        if control_wake is not None:  # a control client's deadline (control.py)
+            deadlines.append(now + control_wake)
         lease_due = self.leases.due_at
         if lease_due is not None:
             deadlines.append(now + max(0.0, lease_due - self.clock()))
@@ -223,9 +226,9 @@ class Guard:
                 self.reload()
         if self.stopping:
             return
-        for item in wakeup.readable:
-            if item == "control" and self.control is not None:
-                self.control.handle_ready()
+        if self.control is not None and ("control" in wakeup.readable
+                                         or self.control.wake_in() == 0.0):
+            self.control.handle_ready()  # also a client's deadline (control.py)
         self.run_pending_restart()  # the request was answered above
         now = self.monotonic()
         if wakeup.paths or self.feed.more_pending:
