@@ -201,6 +201,15 @@ def test_malformed_json_gets_an_error_reply(server: ControlServer) -> None:
     assert reply["error"].startswith("malformed request: not JSON")
 
 
+def test_deeply_nested_json_gets_an_error_reply_and_the_server_goes_on(
+    server: ControlServer,
+) -> None:
+    reply = raw_exchange(server.path, b"[" * 60_000 + b"\n")  # json.loads: RecursionError
+    assert reply["ok"] is False
+    assert reply["error"].startswith("malformed request: not JSON")
+    assert request(server.path, {"after": 1})["echo"] == {"after": 1}
+
+
 def test_a_json_value_that_is_not_an_object_gets_an_error_reply(server: ControlServer) -> None:
     assert raw_exchange(server.path, b"[1, 2]\n") == {
         "ok": False, "error": "malformed request: expected a JSON object",

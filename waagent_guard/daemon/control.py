@@ -474,7 +474,7 @@ class ControlServer:
             return _error(f"request too large (limit {self.max_request_bytes} bytes)")
         try:
             request = json.loads(line)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nesting too deep
             self.rejected["malformed"] += 1
             return _error(f"malformed request: not JSON ({error})")
         if not isinstance(request, dict):
@@ -576,7 +576,7 @@ def request(
             ) from error
     try:
         response = json.loads(raw)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise ControlProtocolError(f"{path}: the daemon's reply is not JSON: {error}") from error
     if not isinstance(response, dict):
         raise ControlProtocolError(f"{path}: the daemon's reply is not a JSON object")
