@@ -111,7 +111,8 @@ def _process(root: Path, pid: int, argv: Sequence[str]) -> None:
     _write(root, f"proc/{pid}/cmdline", b"".join(a.encode() + b"\0" for a in argv))
     fields = ["S", "1", str(pid), str(pid)] + ["0"] * 9 + ["10", "5"] + ["0"] * 6 + ["1000"]
     _write(root, f"proc/{pid}/stat", f"{pid} (python3) {' '.join(fields)}\n".encode())
-    _write(root, f"proc/{pid}/status", f"Name:\tpython3\nPid:\t{pid}\nVmRSS:\t28000 kB\n".encode())
+    status = f"Name:\tpython3\nPid:\t{pid}\nUid:\t0\t0\t0\t0\nVmRSS:\t28000 kB\n"
+    _write(root, f"proc/{pid}/status", status.encode())
 
 
 def _common(root: Path) -> None:

@@ -189,7 +189,7 @@ class World:
         self.manager_requests.append(settings)
         return self.manager
 
-    def add_process(self, argv: tuple[str, ...], *, state: str = "S") -> int:
+    def add_process(self, argv: tuple[str, ...], *, state: str = "S", uid: int = 0) -> int:
         pid = self.next_pid
         self.next_pid += 1
         directory = self.proc / str(pid)
@@ -197,7 +197,7 @@ class World:
         (directory / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
         fields = [state, "1", str(pid), str(pid)] + ["0"] * 9 + ["10", "5"] + ["0"] * 6 + ["100"]
         (directory / "stat").write_text(f"{pid} (python3) {' '.join(fields)}\n")
-        (directory / "status").write_text("VmRSS:\t1000 kB\n")
+        (directory / "status").write_text(f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\nVmRSS:\t1000 kB\n")
         return pid
 
     def start_agent(self) -> int:

@@ -68,3 +68,24 @@ def test_the_readme_stays_a_front_door() -> None:
     """A few hundred lines at most; the reference lives in docs/ (issue 11)."""
     lines = (REPO / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines <= 300, f"README.md has {lines} lines: move reference text into docs/"
+
+
+CONFLICT_MARKER = re.compile(r"^(?:<{7}|={7}|>{7})(?: |$)", flags=re.M)
+PROSE = [*DOCUMENTS, *REPO.glob("*/README.md"), *REPO.glob("monitoring/*.md"),
+         *REPO.glob("packaging/*.[15]")]
+
+
+def conflict_markers(text: str) -> list[int]:
+    """Line numbers of merge-conflict markers (a merge once left three in SECURITY.md)."""
+    return [text.count("\n", 0, match.start()) + 1 for match in CONFLICT_MARKER.finditer(text)]
+
+
+@pytest.mark.parametrize("document", sorted(set(PROSE)), ids=lambda p: p.name)
+def test_no_merge_conflict_markers(document: Path) -> None:
+    assert conflict_markers(document.read_text(encoding="utf-8")) == []
+
+
+def test_the_marker_check_finds_each_marker() -> None:
+    text = "a\n<<<<<<< HEAD\nb\n=======\nc\n>>>>>>> main\n======= not at a line start? no\n"
+    assert conflict_markers(text) == [2, 4, 6, 7]
+    assert conflict_markers("a ======= b\n========\n") == []

@@ -20,6 +20,8 @@ from waagent_guard.agent.process import (
     check_pidfile,
     classify_cmdline,
     find_agent_processes,
+    read_agent_processes,
+    trusted_uids,
 )
 
 BOOT_TIME = 1_790_000_000
@@ -52,6 +54,7 @@ def add_process(
     start_ticks: int = 12_345,
     rss_kb: int | None = 28_000,
     cwd: str | None = None,
+    uid: int = 0,
 ) -> Path:
     directory = proc / str(pid)
     directory.mkdir()
@@ -81,7 +84,7 @@ def add_process(
         "7000",
     ]
     (directory / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
-    status = f"Name:\t{comm}\nState:\t{state}\nPid:\t{pid}\n"
+    status = f"Name:\t{comm}\nState:\t{state}\nPid:\t{pid}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n"
     if rss_kb is not None:
         status += f"VmRSS:\t  {rss_kb} kB\n"
     (directory / "status").write_text(status + "Threads:\t3\n")
@@ -225,9 +228,60 @@ def test_missing_numbers_are_none(tmp_path: Path) -> None:
 def test_malformed_rss_is_none(tmp_path: Path) -> None:
     proc = make_proc(tmp_path)
     directory = add_process(proc, 499, DAEMON_ARGV, rss_kb=None)
-    (directory / "status").write_text("Name:\tpython3\nVmRSS:\tlots\n")
+    (directory / "status").write_text("Name:\tpython3\nUid:\t0\t0\t0\t0\nVmRSS:\tlots\n")
     (process,) = find_agent_processes(proc, clock_ticks=TICKS)
     assert process.rss_bytes is None
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        "Uid:\t65534\t65534\t65534\t65534\n",  # nobody
+        "Uid:\t65534\t0\t0\t0\n",  # setuid root by another user
+        "Uid:\t0\t65534\t0\t0\n",
+        "Name:\tpython3\n",  # no Uid line: not known to be root
+        "Uid:\tx\n",
+    ],
+)
+def test_another_users_agent_lookalike_is_not_the_agent(tmp_path: Path, status: str) -> None:
+    """Review of issue 14: any local user can run `python3 /usr/sbin/waagent -daemon`.
+    Counted, it hid the real agent's death and chose the -configuration-path: that
+    `verbose on` edits. The uid comes from status, not from the owner of /proc/PID
+    (root-owned here, as a non-dumpable process's is)."""
+    proc = make_proc(tmp_path)
+    directory = add_process(proc, 499, (*DAEMON_ARGV, "-configuration-path:/tmp/victim.conf"))
+    (directory / "status").write_text(status + "VmRSS:\t1000 kB\n")
+    assert os.stat(directory).st_uid == os.geteuid()
+    assert find_agent_processes(proc, clock_ticks=TICKS) == ()
+    assert read_agent_processes(proc, [499], clock_ticks=TICKS) == ()
+    (proc / "waagent.pid").write_text("499")
+    assert check_pidfile(proc / "waagent.pid", proc).state == "other"
+
+
+def test_the_guards_own_uid_is_trusted_beside_root(tmp_path: Path) -> None:
+    """The demo guest's simulated agent runs as the user who runs the demo."""
+    proc = make_proc(tmp_path)
+    add_process(proc, 499, DAEMON_ARGV, uid=4242)
+    assert find_agent_processes(proc, clock_ticks=TICKS, uids=frozenset({0})) == ()
+    (found,) = find_agent_processes(proc, clock_ticks=TICKS, uids=frozenset({0, 4242}))
+    assert found.pid == 499
+    assert trusted_uids() == {0, os.geteuid()}
+
+
+def test_unreadable_status_is_not_the_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = make_proc(tmp_path)
+    add_process(proc, 499, DAEMON_ARGV)
+    real_open = os.open
+
+    def denied(path: Any, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith("/status"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("os.open", denied)
+    assert find_agent_processes(proc, clock_ticks=TICKS) == ()
 
 
 def test_process_vanishing_mid_read_is_skipped(tmp_path: Path) -> None:

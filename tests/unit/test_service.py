@@ -500,7 +500,7 @@ def test_default_pid_finder_finds_the_agent_daemon(tmp_path: Path) -> None:
     (process / "cmdline").write_bytes(b"python3\0-u\0/usr/sbin/waagent\0-daemon\0")
     (process / "stat").write_text("4242 (python3) S 1 4242 4242 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 "
                                   "0 100 0 0\n")
-    (process / "status").write_text("Name:\tpython3\nVmRSS:\t  28000 kB\n")
+    (process / "status").write_text("Name:\tpython3\nUid:\t0\t0\t0\t0\nVmRSS:\t  28000 kB\n")
     (tmp_path / "proc" / "self").mkdir()
     assert default_pid_finder(tmp_path / "proc")() == 4242
 

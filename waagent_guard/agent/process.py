@@ -6,6 +6,13 @@ goal-state child, the ExtHandler (`python3 -u bin/WALinuxAgent-<ver>-py3.X.egg
 Also owns reading their start time, RSS and CPU time, and classifying the pidfile
 (`Pid.File`), because a pidfile naming any live PID keeps the agent down.
 
+Only a process whose real and effective uid are trusted counts (root, and the uid
+the guard itself runs as: the demo guest's simulated agent runs as its user). Any
+local user can start `python3 /usr/sbin/waagent -daemon`: counted, it would hide
+the real agent's death and choose the `-configuration-path:` that `verbose on`
+edits. The uids come from `Uid:` in /proc/PID/status, not from the owner of
+/proc/PID, which a non-dumpable process turns into root (proc(5)).
+
 `proc_root` is injected so tests read a fake `/proc` tree. A process that exits
 while being read is skipped silently: that is normal, not a problem.
 """
@@ -245,19 +252,40 @@ def _boot_time(proc_root: Path) -> Optional[float]:
     return None
 
 
-def _rss_bytes(process_dir: Path) -> Optional[int]:
-    try:
-        text = _read_proc_file(process_dir / "status").decode("ascii", "replace")
-    except PermissionError:
-        return None
+def trusted_uids() -> frozenset[int]:
+    """The uids an agent process may run as: root, and the guard's own (see the docstring)."""
+    return frozenset({0, os.geteuid()})
+
+
+@dataclass(frozen=True)
+class _StatusFacts:
+    uids: Optional[tuple[int, int]]  # (real, effective); None when `Uid:` is missing or bad
+    rss_bytes: Optional[int]
+
+
+def _status_facts(process_dir: Path) -> _StatusFacts:
+    """The uids and RSS of /proc/PID/status (PermissionError reaches the caller)."""
+    text = _read_proc_file(process_dir / "status").decode("ascii", "replace")
+    uids: Optional[tuple[int, int]] = None
+    rss: Optional[int] = None
     for line in text.splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith("Uid:"):
             parts = line.split()
             try:
-                return int(parts[1]) * 1024  # the kernel reports kB
+                uids = (int(parts[1]), int(parts[2]))
             except (IndexError, ValueError):
-                return None
-    return None
+                uids = None
+        elif line.startswith("VmRSS:"):
+            parts = line.split()
+            try:
+                rss = int(parts[1]) * 1024  # the kernel reports kB
+            except (IndexError, ValueError):
+                rss = None
+    return _StatusFacts(uids, rss)
+
+
+def _runs_as(facts: _StatusFacts, trusted: frozenset[int]) -> bool:
+    return facts.uids is not None and all(uid in trusted for uid in facts.uids)
 
 
 def _cwd_version(process_dir: Path) -> Optional[str]:
@@ -277,13 +305,26 @@ def _int_field(fields: list[str], index: int) -> Optional[int]:
 
 
 def _read_process(
-    process_dir: Path, pid: int, boot_time: Optional[float], clock_ticks: int
+    process_dir: Path,
+    pid: int,
+    boot_time: Optional[float],
+    clock_ticks: int,
+    trusted: frozenset[int],
 ) -> Optional[AgentProcess]:
     argv = _read_cmdline(process_dir)
     classified = classify_cmdline(argv)
     if classified is None:
         return None  # also zombies and kernel threads: their cmdline is empty
     role, version = classified
+    try:
+        facts = _status_facts(process_dir)
+    except PermissionError:
+        logger.debug("no permission to read %s: not counted as the agent", process_dir)
+        return None
+    if not _runs_as(facts, trusted):
+        logger.debug("PID %d looks like the agent but runs as uid %s: not counted", pid,
+                     facts.uids)
+        return None
     fields = _stat_fields(process_dir)
     if fields and fields[0] in ("Z", "X"):
         return None
@@ -303,13 +344,17 @@ def _read_process(
         cmdline=argv,
         version=version,
         start_time=start_time,
-        rss_bytes=_rss_bytes(process_dir),
+        rss_bytes=facts.rss_bytes,
         cpu_seconds=cpu_seconds,
     )
 
 
 def read_agent_processes(
-    proc_root: Path, pids: Iterable[int], *, clock_ticks: Optional[int] = None
+    proc_root: Path,
+    pids: Iterable[int],
+    *,
+    clock_ticks: Optional[int] = None,
+    uids: Optional[frozenset[int]] = None,
 ) -> Optional[tuple[AgentProcess, ...]]:
     """The agent processes among `pids` (the others are skipped), or None when unsure.
 
@@ -318,11 +363,12 @@ def read_agent_processes(
     such errors as it should.
     """
     ticks = clock_ticks or os.sysconf("SC_CLK_TCK")
+    trusted = uids if uids is not None else trusted_uids()
     boot_time = _boot_time(Path(proc_root))
     found: list[AgentProcess] = []
     for pid in pids:
         try:
-            process = _read_process(Path(proc_root) / str(pid), pid, boot_time, ticks)
+            process = _read_process(Path(proc_root) / str(pid), pid, boot_time, ticks, trusted)
         except _Vanished:
             continue
         except OSError:
@@ -351,17 +397,19 @@ def child_pids(proc_root: Path, pid: int) -> Optional[list[int]]:
 
 
 def find_agent_processes(
-    proc_root: Path, *, clock_ticks: Optional[int] = None
+    proc_root: Path, *, clock_ticks: Optional[int] = None, uids: Optional[frozenset[int]] = None
 ) -> tuple[AgentProcess, ...]:
     """Every live agent daemon and ExtHandler under `proc_root`, daemons first, by PID.
 
     Raises ProcessScanError when /proc cannot be listed or a process cannot be read
     for another reason than exiting meanwhile (EMFILE, ENOMEM, ...): an empty answer
     would say "the agent is gone" when nothing was seen. A process that is not
-    readable (EACCES, e.g. hidepid) is skipped: it is not one of root's agents.
+    readable (EACCES, e.g. hidepid) is skipped: it is not one of root's agents; nor
+    is one running as a uid outside `uids` (default `trusted_uids()`).
     """
     proc_root = Path(proc_root)
     ticks = clock_ticks or os.sysconf("SC_CLK_TCK")
+    trusted = uids if uids is not None else trusted_uids()
     boot_time = _boot_time(proc_root)
     try:
         entries = os.listdir(proc_root)
@@ -372,7 +420,7 @@ def find_agent_processes(
         if not entry.isdigit():
             continue
         try:
-            process = _read_process(proc_root / entry, int(entry), boot_time, ticks)
+            process = _read_process(proc_root / entry, int(entry), boot_time, ticks, trusted)
         except _Vanished:
             continue
         except PermissionError:
@@ -428,8 +476,14 @@ def pidfile_value(data: bytes) -> tuple[Optional[int], Optional[str]]:
         return None, None
 
 
-def check_pidfile(path: Path, proc_root: Path) -> PidfileState:
-    """Classify the agent's pidfile the way the agent will act on it at start."""
+def check_pidfile(
+    path: Path, proc_root: Path, *, uids: Optional[frozenset[int]] = None
+) -> PidfileState:
+    """Classify the agent's pidfile the way the agent will act on it at start.
+
+    A PID running the agent's command line as an untrusted uid is `other`: the agent
+    does not run there, whatever the command line says.
+    """
     path = Path(path)
     try:
         data = read_file(path, MAX_PIDFILE_BYTES)[0]
@@ -490,6 +544,14 @@ def check_pidfile(path: Path, proc_root: Path) -> PidfileState:
     except OSError:
         argv = ()
     classified = classify_cmdline(argv)
-    if classified is not None and classified[0] == ROLE_DAEMON:
+    if classified is not None and classified[0] == ROLE_DAEMON and _trusted(process_dir, uids):
         return PidfileState(path, pid, PIDFILE_AGENT, None, agent_sees_alive=True)
     return PidfileState(path, pid, PIDFILE_OTHER, argv, agent_sees_alive=True)
+
+
+def _trusted(process_dir: Path, uids: Optional[frozenset[int]]) -> bool:
+    try:
+        facts = _status_facts(process_dir)
+    except (_Vanished, OSError):
+        return False
+    return _runs_as(facts, uids if uids is not None else trusted_uids())

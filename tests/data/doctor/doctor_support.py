@@ -76,7 +76,8 @@ class Guest:
         self.write(f"/proc/{pid}/cmdline", "\0".join(argv) + "\0")
         self.write(f"/proc/{pid}/stat", f"{pid} (python3) S 1 {pid} {pid} 0 -1 4194560 "
                    + "0 " * 5 + "10 5 0 0 20 0 1 0 1000 0 0\n")
-        self.write(f"/proc/{pid}/status", f"Name:\tpython3\nPid:\t{pid}\nVmRSS:\t28000 kB\n")
+        self.write(f"/proc/{pid}/status",
+                   f"Name:\tpython3\nPid:\t{pid}\nUid:\t0\t0\t0\t0\nVmRSS:\t28000 kB\n")
 
     def daemon(self, pid: int = 100) -> None:
         # observe() keeps, under --root, only processes whose program lies inside the root.

@@ -216,6 +216,19 @@ def test_kill_9_next_to_debians_agent_counts_as_a_crash_and_removes_the_pidfile(
     assert world.pidfile.read_text() == str(world.agent_pid)  # the new agent's
 
 
+def test_another_users_lookalike_daemon_does_not_hide_the_agents_death(world: World) -> None:
+    """Review of issue 14: a uid-65534 `python3 .../waagent -daemon` is not the agent."""
+    world.start_agent()
+    world.guard.reconcile("start")
+    argv = ("/usr/bin/python3", "-u", str(world.root / "usr/sbin/waagent"), "-daemon")
+    world.kill_agent()
+    world.add_process(argv, uid=65534)
+    world.manager.unit_state = FAILED
+    world.guard.reconcile("agent exited")
+    assert _restarts(world) == {"process_gone": 1}
+    assert world.manager.calls == ["start"]
+
+
 def test_a_zombie_agent_is_dead_and_its_pidfile_goes_before_the_start(world: World) -> None:
     world.start_agent()
     world.guard.reconcile("start")
