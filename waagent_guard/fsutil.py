@@ -178,6 +178,7 @@ def atomic_writer(
             error,
         ) from error
     temp_path = Path(temp_name)
+    ours = os.fstat(fd)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), target_mode)
@@ -192,18 +193,37 @@ def atomic_writer(
             _exchange_in(temp_path, path, displaced_ok)
         else:
             os.replace(temp_path, path)
-        fsync_directory(directory)
     except OSError as error:
-        with contextlib.suppress(FileNotFoundError):
-            temp_path.unlink()
+        _discard_temp(temp_path, (ours.st_dev, ours.st_ino))
         reason = "disk full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
         raise write_failure(
             f"{path}: write failed ({reason}); the original is unchanged", error
         ) from error
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temp_path.unlink()
+        _discard_temp(temp_path, (ours.st_dev, ours.st_ino))
         raise
+    # The new content is in place: a failure now must not say "unchanged" (a caller
+    # would roll back a state that did change). It only risks the rename after a crash.
+    try:
+        fsync_directory(directory)
+    except OSError as error:
+        logger.warning(
+            "%s: written, but syncing its directory failed (%s): the change may not survive "
+            "a crash of the machine", path, error.strerror or error,
+        )
+
+
+def _discard_temp(temp_path: Path, ours: tuple[int, int]) -> None:
+    """Remove our temporary file, and only ours: after a failed swap-back, the name may
+    hold another writer's file, which must stay (at that name, for them to find)."""
+    try:
+        if _identity(temp_path) == ours:
+            temp_path.unlink()
+        else:
+            logger.warning("%s is another program's file after a failed exchange: left there",
+                           temp_path)
+    except FileNotFoundError:
+        pass
 
 
 def _exchange_in(temp_path: Path, path: Path, displaced_ok: Callable[[Path], bool]) -> None:

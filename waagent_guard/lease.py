@@ -263,7 +263,9 @@ def begin_lease(
                 what=f"the verbose lease's edit of {VERBOSE_KEY}",
             )
         except GuardError:
-            if state_path is not None:  # no lease is owed for an edit that did not happen
+            if state_path is not None and not _verbose_now(conf_path, sysroot):
+                # no lease is owed for an edit that did not happen; one that did (the
+                # failure came after the rename) keeps its lease, so it is put back
                 with contextlib.suppress(GuardError):
                     save_state(state_path, state)
             raise
@@ -283,6 +285,14 @@ def begin_lease(
         ),
     )
     return new_state, changed
+
+
+def _verbose_now(conf_path: Path, sysroot: Optional[Sysroot]) -> bool:
+    """Whether waagent.conf says `Logs.Verbose=y` now; False when it cannot be read."""
+    try:
+        return load_conf(conf_target(conf_path, sysroot)).get(VERBOSE_KEY) == "y"
+    except (GuardError, OSError):
+        return False
 
 
 def end_lease(

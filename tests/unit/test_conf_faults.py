@@ -436,3 +436,89 @@ def test_a_newer_file_landing_during_the_swap_back_is_the_one_kept(
     set_conf_value(conf, "Logs.Verbose", "y")
     assert conf.read_bytes() == (CONF + b"Them=2\n").replace(b"Logs.Verbose=n", b"Logs.Verbose=y")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["waagent.conf"]
+
+
+def test_a_directory_fsync_failure_after_the_rename_keeps_the_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review of issue 14: an EIO syncing the directory after the rename said "the
+    original is unchanged" and the lease was rolled back while waagent.conf said y:
+    Logs.Verbose=y for good. The edit stands, the lease with it, and a warning says
+    the rename may not survive a crash."""
+    import errno
+
+    import waagent_guard.fsutil as fsutil
+    from waagent_guard.lease import load_state
+
+    conf = tmp_path / "etc" / "waagent.conf"
+    conf.parent.mkdir()
+    conf.write_bytes(CONF)
+    state_path = tmp_path / "state.json"
+    real_sync = fsutil.fsync_directory
+
+    def eio_in_etc(directory: Path) -> None:
+        if Path(directory) == conf.parent:
+            raise OSError(errno.EIO, "Input/output error")
+        real_sync(directory)
+
+    monkeypatch.setattr(fsutil, "fsync_directory", eio_in_etc)
+    with caplog.at_level(logging.WARNING, logger="waagent_guard.fsutil"):
+        _, changed = begin_lease(conf, GuardState(), NOW, HOUR, "", "root", state_path=state_path)
+    assert changed
+    assert b"Logs.Verbose=y" in conf.read_bytes()
+    assert load_state(state_path).verbose_lease is not None
+    assert "syncing its directory failed (Input/output error)" in caplog.text
+    assert sorted(p.name for p in conf.parent.iterdir()) == ["waagent.conf"]
+
+
+def test_a_failed_lease_edit_that_did_land_keeps_its_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Belt and braces: whatever fails after the file says y, the lease that puts it
+    back is kept."""
+    from waagent_guard.lease import load_state
+
+    conf = tmp_path / "waagent.conf"
+    conf.write_bytes(CONF)
+    state_path = tmp_path / "state.json"
+
+    def lands_then_fails(path: Path, data: bytes, **options: Any) -> None:
+        Path(path).write_bytes(data)
+        raise WriteError(f"{path}: something failed after the rename")
+
+    monkeypatch.setattr(conf_module, "atomic_write", lands_then_fails)
+    with pytest.raises(WriteError):
+        begin_lease(conf, GuardState(), NOW, HOUR, "", "root", state_path=state_path)
+    assert load_state(state_path).verbose_lease is not None
+    monkeypatch.undo()
+    end_lease(conf, load_state(state_path))
+    assert conf.read_bytes() == CONF
+
+
+def test_a_failed_swap_back_never_deletes_the_other_writers_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exchange put theirs at our temporary name; when giving it back fails, the
+    temporary name holds their file: it stays there, it is not "our temp file"."""
+    import errno
+
+    import waagent_guard.fsutil as fsutil
+
+    conf = tmp_path / "waagent.conf"
+    conf.write_bytes(CONF)
+    theirs = CONF + b"Added.By.Them=1\n"
+    real_exchange = fsutil.exchange_paths
+    calls = []
+
+    def failing_swap_back(first: Path, second: Path) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            replace_with(conf, theirs)
+            return real_exchange(first, second)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(fsutil, "exchange_paths", failing_swap_back)
+    with pytest.raises(WriteError):
+        set_conf_value(conf, "Logs.Verbose", "y")
+    kept = [p for p in tmp_path.iterdir() if p.name != "waagent.conf"]
+    assert [p.read_bytes() for p in kept] == [theirs]
