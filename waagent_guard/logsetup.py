@@ -68,6 +68,26 @@ _SYSLOG_PRIORITY = {
 JournalSender = Callable[..., Any]  # systemd.journal.send's signature: (MESSAGE, **fields)
 
 
+class LogThrottle:
+    """At most one message per `every` seconds for one kind of event a flood can repeat
+    (refused control clients, failing metrics requests): `allow()` returns None to stay
+    quiet, or how many were kept quiet since the last message."""
+
+    def __init__(self, every: float, clock: Callable[[], float]) -> None:
+        self._every = every
+        self._clock = clock
+        self._logged_at: Optional[float] = None
+        self._quiet = 0
+
+    def allow(self) -> Optional[int]:
+        now = self._clock()
+        if self._logged_at is not None and now - self._logged_at < self._every:
+            self._quiet += 1
+            return None
+        quiet, self._quiet, self._logged_at = self._quiet, 0, now
+        return quiet
+
+
 def under_systemd(environ: Optional[Mapping[str, str]] = None) -> bool:
     env = os.environ if environ is None else environ
     return bool(env.get("INVOCATION_ID") or env.get("JOURNAL_STREAM"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import shutil
 import socket
@@ -212,6 +213,76 @@ def test_the_exposition_is_rendered_once_per_published_state(
     published.publish()
     scrape(exporter.url)
     assert cache.renders == renders + 4  # type: ignore[attr-defined]
+
+
+def raw_get(port: int, accept: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: " + accept + b"\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_an_accept_header_the_library_cannot_negotiate_gets_the_text_format(
+    exporter: Exporter, published: Published, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review of issue 14: `version=x` raised TypeError inside prometheus-client's
+    choose_encoder: a 500 and a full traceback in the journal for every such scrape."""
+    with caplog.at_level(logging.ERROR):
+        answers = [raw_get(port_of(exporter), b"application/openmetrics-text; version=x")
+                   for _ in range(20)]
+    assert {answer.split(b"\r\n", 1)[0] for answer in answers} == {b"HTTP/1.0 200 OK"}
+    assert b"Content-Type: text/plain; version=0.0.4" in answers[0]
+    assert b"waagent_guard_up" in answers[0] or b"# HELP" in answers[0]
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_a_failing_exposition_is_a_500_counted_and_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+
+    def broken(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise RuntimeError("the registry broke")
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = HttpServer(listener, broken, cap=4, clock=lambda: now[0])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        with caplog.at_level(logging.ERROR):
+            first = [raw_get(port, b"text/plain") for _ in range(30)]
+            now[0] = 61.0
+            raw_get(port, b"text/plain")
+    finally:
+        server.stop()
+        thread.join(timeout=30)
+        server.close()
+    assert {answer.split(b"\r\n", 1)[0] for answer in first} == {
+        b"HTTP/1.0 500 Internal Server Error"
+    }
+    assert server.rejected["app_error"] == 31
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2
+    assert "the registry broke" in errors[0]
+    assert "(and 29 more since the last such message)" in errors[1]
+
+
+def test_odd_variants_cannot_keep_the_scrapers_answer_out_of_the_cache(
+    exporter: Exporter, published: Published
+) -> None:
+    """Review of issue 14: 16 junk variants right after a publish filled the cache, and
+    nothing more was cached until the next publish: every real scrape rendered again."""
+    cache = exporter.app
+    published.publish()
+    for number in range(40):
+        scrape(exporter.url + f"?name[]=junk_{number}")
+    renders = cache.renders  # type: ignore[attr-defined]
+    for _ in range(5):
+        scrape(exporter.url)
+    assert cache.renders == renders + 1  # type: ignore[attr-defined]
 
 
 def test_the_server_counts_its_refusals_in_a_metric(

@@ -36,7 +36,7 @@ from waagent_guard.errors import (
     WriteError,
 )
 from waagent_guard.fsutil import read_text
-from waagent_guard.logsetup import decision_fields
+from waagent_guard.logsetup import LogThrottle, decision_fields
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +188,7 @@ class ControlServer:
         self._clients: collections.OrderedDict[int, _Client] = collections.OrderedDict()
         self._listening = False
         self._resume_at: Optional[float] = None
-        self._refusals_unlogged = 0
-        self._refusal_logged_at: Optional[float] = None
+        self._refusals = LogThrottle(REFUSAL_LOG_SECONDS, lambda: self.clock())
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -508,16 +507,9 @@ class ControlServer:
     def _log_refusal(self, peer: PeerCredentials, reason: str) -> None:
         """One warning per REFUSAL_LOG_SECONDS, with the count of those not logged:
         a flood of refused connections must not flood the journal."""
-        now = self.clock()
-        if (
-            self._refusal_logged_at is not None
-            and now - self._refusal_logged_at < REFUSAL_LOG_SECONDS
-        ):
-            self._refusals_unlogged += 1
+        more = self._refusals.allow()
+        if more is None:
             return
-        more = self._refusals_unlogged
-        self._refusals_unlogged = 0
-        self._refusal_logged_at = now
         logger.warning(
             "control socket: refused pid %d uid %d gid %d: %s%s",
             peer.pid,

@@ -56,6 +56,7 @@ from prometheus_client.registry import Collector
 from waagent_guard.agent.log import EVENT_CATALOGUE
 from waagent_guard.doctor.runner import check_codes as all_check_codes
 from waagent_guard.errors import ConfigError
+from waagent_guard.logsetup import LogThrottle
 from waagent_guard.metrics import (
     MetricsInput,
     StateCollector,
@@ -95,7 +96,9 @@ REJECT_REASONS = (
     "fd_exhausted",  # accept() failed with EMFILE/ENFILE/ENOBUFS/ENOMEM
     "tls_handshake",  # the TLS handshake failed or did not finish in time
     "write_timeout",  # the client did not read the answer in WRITE_TIMEOUT_SECONDS
+    "app_error",  # the exposition failed: answered 500 (logged at most once a minute)
 )
+APP_ERROR_LOG_SECONDS = 60.0
 
 
 def guard_collector(
@@ -149,15 +152,34 @@ def connection_cap(
 # --- render once per published state -------------------------------------------------
 
 
+def content_type_for(accept: str) -> Optional[str]:
+    """The content type prometheus-client answers `Accept: accept` with; None when its
+    negotiation cannot parse the header (`application/openmetrics-text; version=x`
+    raises TypeError inside it: every such scrape was a 500 and a traceback)."""
+    from prometheus_client.exposition import choose_encoder
+
+    try:
+        return choose_encoder(accept)[1]
+    except (TypeError, ValueError, AttributeError, IndexError):
+        return None
+
+
+def usable_accept(environ: dict[str, Any]) -> None:
+    """Drop an `Accept` header the exposition cannot negotiate: the answer is then the
+    default text format (0.0.4), as for a scraper that sends none."""
+    if content_type_for(environ.get("HTTP_ACCEPT") or "") is None:
+        environ.pop("HTTP_ACCEPT", None)
+
+
 def variant_key(environ: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two requests get different answers from `make_wsgi_app`."""
-    from prometheus_client.exposition import choose_encoder, gzip_accepted
+    from prometheus_client.exposition import gzip_accepted
 
     names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]", [])
     return (
         environ.get("REQUEST_METHOD"),
         environ.get("PATH_INFO") == "/favicon.ico",
-        choose_encoder(environ.get("HTTP_ACCEPT") or "")[1],
+        content_type_for(environ.get("HTTP_ACCEPT") or ""),
         gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or ""),
         tuple(sorted(names)),
     )
@@ -165,7 +187,11 @@ def variant_key(environ: dict[str, Any]) -> tuple[Any, ...]:
 
 class SnapshotCache:
     """WSGI middleware: the app's answer memoised per request variant until
-    `snapshot()` returns another object (the daemon's next publish)."""
+    `snapshot()` returns another object (the daemon's next publish).
+
+    At most `max_variants` answers are kept, the least recently used going first: a
+    client cycling through odd variants (`name[]` filters, Accept versions) costs a
+    rendering per request for itself, and Prometheus's own variant stays cached."""
 
     def __init__(
         self,
@@ -178,7 +204,9 @@ class SnapshotCache:
         self._snapshot = snapshot
         self._max_variants = max_variants
         self._state: object = None
-        self._answers: dict[tuple[Any, ...], tuple[str, list[tuple[str, str]], bytes]] = {}
+        self._answers: collections.OrderedDict[
+            tuple[Any, ...], tuple[str, list[tuple[str, str]], bytes]
+        ] = collections.OrderedDict()
         self.renders = 0
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -190,8 +218,15 @@ class SnapshotCache:
         answer = self._answers.get(key)
         if answer is None:
             answer = self._render(environ)
-            if len(self._answers) < self._max_variants:
-                self._answers[key] = answer
+            if not answer[0].startswith("200"):
+                status, headers, body = answer
+                start_response(status, list(headers))
+                return [body]  # an error is not kept: the next request tries again
+            self._answers[key] = answer
+            while len(self._answers) > self._max_variants:
+                self._answers.popitem(last=False)
+        else:
+            self._answers.move_to_end(key)
         status, headers, body = answer
         start_response(status, list(headers))
         return [body]
@@ -266,6 +301,7 @@ class HttpServer:
         self.max_head_bytes = max_head_bytes
         self.clock = clock
         self.rejected: collections.Counter[str] = collections.Counter()
+        self._app_errors = LogThrottle(APP_ERROR_LOG_SECONDS, lambda: self.clock())
         self.served = 0
         # Oldest deadline first: every state change moves a connection to the end.
         self._connections: collections.OrderedDict[int, _Connection] = collections.OrderedDict()
@@ -493,6 +529,7 @@ class HttpServer:
         if environ is None:
             self._refuse(conn, "bad_request")
             return
+        usable_accept(environ)
         out = io.BytesIO()
         errors = io.StringIO()
         handler = SimpleHandler(
@@ -501,7 +538,12 @@ class HttpServer:
         handler.server_software = "waagent-guard"
         handler.run(self.app)
         if errors.getvalue():
-            log.error("metrics request failed: %s", errors.getvalue().strip())
+            self.rejected["app_error"] += 1
+            more = self._app_errors.allow()
+            if more is not None:
+                log.error("metrics request failed%s: %s",
+                          f" (and {more} more since the last such message)" if more else "",
+                          errors.getvalue().strip())
         self.served += 1
         self._start_writing(conn, out.getvalue())
 
