@@ -265,6 +265,43 @@ def test_directory_instead_of_log_is_a_typed_error(tmp_path: Path) -> None:
         LogTailer(tmp_path)
 
 
+def test_lines_of_the_rotated_file_survive_a_new_file_that_cannot_be_opened(
+    log: Path,
+) -> None:
+    """Review of issue 14: the new file at the path raising (here: a directory) threw
+    away the lines already read from the rotated one in the same call."""
+    log.write_text("")
+    with LogTailer(log) as tailer:
+        with open(log, "a") as handle:
+            handle.write("before\n")
+        os.rename(log, log.with_name("waagent.log.1"))
+        log.mkdir()
+        assert tailer.read_lines() == ["before"]
+        with pytest.raises(InputError, match="not a regular file"):
+            tailer.read_lines()  # nothing was read: the error itself
+        log.rmdir()
+        log.write_text("after\n")
+        assert tailer.read_lines() == ["after"]
+
+
+def test_a_tailer_whose_first_read_fails_leaves_no_descriptor(
+    log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    log.write_text("x\n")
+    before = len(os.listdir("/proc/self/fd"))
+
+    def eio(*args: object) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "pread", eio)
+    with pytest.raises(InputError, match="Input/output error"):
+        LogTailer(log)
+    monkeypatch.undo()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 # read_recent ---------------------------------------------------------------------------
 
 

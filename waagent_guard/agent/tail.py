@@ -110,11 +110,15 @@ class LogTailer:
         if self._open_path() and not from_start:
             followed = self._file
             assert followed is not None
-            size = os.fstat(followed.fd).st_size
+            try:
+                size = os.fstat(followed.fd).st_size
+                followed.mark = os.pread(
+                    followed.fd, min(MARK_BYTES, size), size - min(MARK_BYTES, size)
+                )
+            except OSError as error:
+                self.close()  # no descriptor is left behind by a tailer never returned
+                raise _open_error(self.path, error) from error
             followed.offset = size
-            followed.mark = os.pread(
-                followed.fd, min(MARK_BYTES, size), size - min(MARK_BYTES, size)
-            )
             # Starting in the middle of a line: its start is not ours, skip to the next one.
             followed.skip_to_newline = bool(followed.mark) and not followed.mark.endswith(b"\n")
 
@@ -160,7 +164,16 @@ class LogTailer:
                 self._retire(old, lines)
         # A few switches per call at most: each one needs a new file at the path.
         for _ in range(4):
-            if self._file is None and not self._open_path():
+            try:
+                if self._file is None and not self._open_path():
+                    break
+            except (InputError, PermissionDeniedError):
+                if not lines:
+                    raise
+                # Lines already read (a rotated file's last ones) are not lost with the
+                # error: they are returned now; the next call meets the error again.
+                logger.debug("%s: cannot open the new file yet; returning what was read",
+                             self.path)
                 break
             followed = self._file
             assert followed is not None
@@ -205,7 +218,11 @@ class LogTailer:
             return False
         except OSError as error:
             raise _open_error(self.path, error) from error
-        status = os.fstat(fd)
+        try:
+            status = os.fstat(fd)
+        except OSError as error:
+            os.close(fd)
+            raise _open_error(self.path, error) from error
         if not stat.S_ISREG(status.st_mode):
             os.close(fd)
             raise InputError(
