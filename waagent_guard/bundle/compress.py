@@ -4,7 +4,7 @@
 blocks go through a bounded queue to one worker thread that runs gzip (level 6,
 gzip's and therefore `tar czf`'s default; tarfile's own `w:gz` uses 9, ~1.5x slower
 for a few per cent smaller archives) or xz (preset 6, tarfile's default) and writes
-the result, in 4 MiB blocks. zlib and lzma release the GIL while they compress, so the redaction of
+the result. zlib and lzma release the GIL while they compress, so the redaction of
 the next member runs meanwhile. Memory stays bounded: at most `QUEUE_BLOCKS` blocks
 wait. A failure of the worker (a full disk) is raised, as the `OSError` it was, by
 the next `write` or by `close`.
@@ -21,8 +21,8 @@ from typing import BinaryIO, Optional, Union
 
 GZIP_LEVEL = 6
 XZ_PRESET = 6
-BLOCK_BYTES = 4 * 1024 * 1024
-QUEUE_BLOCKS = 2
+BLOCK_BYTES = 1024 * 1024
+QUEUE_BLOCKS = 4
 # The worker takes the GIL back three times per block (crc, compress, write); at
 # Python's default 5 ms switch interval that wait alone slowed it by about a third.
 SWITCH_INTERVAL = 0.0005
