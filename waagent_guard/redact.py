@@ -38,6 +38,7 @@ _OVERLONG_OVERLAP = 512  # longer than any block token
 
 Replacement = Union[bytes, Callable[["re.Match[bytes]"], bytes]]
 Anchor = Union[bytes, "re.Pattern[bytes]"]
+LeakCheck = tuple[str, "re.Pattern[bytes]", tuple[Anchor, ...]]  # rule name, leak, anchors
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,12 @@ _NOT_A_VALUE = rb"(?!(?:y|n|yes|no|true|false|none|null)\s*$)"
 GATE_BASE64 = re.compile(rb"M[A-I][A-Za-z0-9+/]{62}")
 _SIG_ANCHORS = (b"sig=", b"sig%3d", b"sig%253d", b"sig\\u003d")  # _SIG's four endings
 _SECRET_WORD_ANCHORS = tuple(_SECRET_WORDS.split(b"|"))  # literal alternatives
-_SECRET_KEY_ANCHORS = (*_SECRET_WORD_ANCHORS, b"key", b"sig", b"private", b"shared")
+# _SECRET_KEY_NAME: a secret word, or ...key, or exactly sig/private/shared. A bare `sig`
+# key is quoted: "sig" in JSON, 'sig' in a repr, &quot;sig&quot; in XML (a log line that
+# says `signal` meets none of these rules). Config lines take no bare `sig` key.
+_CONFIG_KEY_ANCHORS = (*_SECRET_WORD_ANCHORS, b"key", b"private", b"shared")
+_JSON_KEY_ANCHORS = (*_CONFIG_KEY_ANCHORS, b'"sig')
+_QUOTED_KEY_ANCHORS = (*_CONFIG_KEY_ANCHORS, b"'sig", b";sig")
 
 
 def _drop_sas_query(match: re.Match[bytes]) -> bytes:
@@ -250,7 +256,7 @@ JSON_SECRET_VALUE = SubstitutionRule(
         rb'(?i)(\\*)"(?:' + _SECRET_KEY_NAME + rb')\1"\s{0,20}:\s{0,20}\1"'
         rb'(?!\[REDACTED\]\1")(?!\1")'
     ),
-    anchors=_SECRET_KEY_ANCHORS,
+    anchors=_JSON_KEY_ANCHORS,
 )
 QUOTED_SECRET_VALUE = SubstitutionRule(
     name="json_secret_value",
@@ -266,7 +272,7 @@ QUOTED_SECRET_VALUE = SubstitutionRule(
         rb"|&quot;(?:" + _SECRET_KEY_NAME + rb")&quot;\s{0,20}:\s{0,20}&quot;"
         rb"(?!\[REDACTED\]&quot;)(?!&quot;)"
     ),
-    anchors=_SECRET_KEY_ANCHORS,
+    anchors=_QUOTED_KEY_ANCHORS,
 )
 URL_CREDENTIALS = SubstitutionRule(
     name="url_credentials",
@@ -327,7 +333,7 @@ CONFIG_SECRET_LINE = SubstitutionRule(
         rb"\s*[:=]\s*(?!\[REDACTED\])" + _NOT_A_VALUE + rb"(?![\"'{\[]|&quot;)\S",
         re.MULTILINE,
     ),
-    anchors=_SECRET_KEY_ANCHORS,
+    anchors=_CONFIG_KEY_ANCHORS,
 )
 BASE64_DER = SubstitutionRule(
     name="base64_der",
@@ -501,6 +507,16 @@ def _json_value_end(data: bytes, state: list[int]) -> Optional[int]:
     return None
 
 
+@dataclass(frozen=True)
+class _Plan:
+    blocks: tuple[BlockRule, ...]
+    substitutions: tuple[int, ...]  # indices into Redactor.substitutions, in order
+    leaks: tuple[LeakCheck, ...]
+
+
+_PLAN_CACHE = 1024  # distinct anchor combinations remembered per Redactor
+
+
 class Redactor:
     """Feed bytes, get redacted bytes back; `counts` says how many of each rule fired.
 
@@ -528,6 +544,7 @@ class Redactor:
                                      *(anchors for _, _, anchors in self.leaks)])
         self._first_substitution = len(self.blocks)
         self._first_leak = len(self.blocks) + len(self.substitutions)
+        self._plans: dict[int, _Plan] = {}
         self.max_line_bytes = max_line_bytes
         self.gated = gated
         self.counts: Counter[str] = Counter()
@@ -744,8 +761,7 @@ class Redactor:
                 continue
             if present is None:
                 present = self._present(rest)
-            found = [(m, rule) for index, rule in enumerate(self.blocks)
-                     if self._anchors.fires(index, present)
+            found = [(m, rule) for rule in self._plan(present).blocks
                      for m in [rule.begin.search(rest)] if m is not None]
             if not found:
                 out.append(rest)
@@ -777,29 +793,56 @@ class Redactor:
             rest = rest[match.end():]
             self._active = rule
             self._json_state = [0, 0, 0]
-        text = b"".join(out)
-        if not text:
-            return b""
+        if len(out) == 1 and out[0] is line:
+            text = line  # no block touched it: the anchors found above still hold
+        else:
+            text = b"".join(out)
+            if not text:
+                return b""
+            present = None
+        if present is None:
+            present = self._present(text)
         # A rule whose anchors the text lacks cannot change it: skipping it gives the same
         # bytes and counts as running every rule (tests/unit/test_redact_gate.py).
-        present = self._present(text)
-        for index, substitution in enumerate(self.substitutions, self._first_substitution):
-            if not self._anchors.fires(index, present):
-                continue
+        substitutions = self._plan(present).substitutions
+        position = 0
+        while position < len(substitutions):
+            number = substitutions[position]
+            substitution = self.substitutions[number]
+            position += 1
             result, count = self._substitute(substitution, text)
             if count:
                 self.counts[substitution.name] += count
                 text = result
                 present = self._present(text)
+                substitutions = tuple(later for later in self._plan(present).substitutions
+                                      if later > number)
+                position = 0
         if self.leaked is None:
-            for index, (name, pattern, _) in enumerate(self.leaks, self._first_leak):
-                if self._anchors.fires(index, present) and pattern.search(text):
+            for name, pattern, _ in self._plan(present).leaks:
+                if pattern.search(text):
                     self.leaked = name
                     break
         return text
 
     def _present(self, text: bytes) -> int:
         return self._anchors.present(text, text.lower()) if self.gated else -1
+
+    def _plan(self, present: int) -> _Plan:
+        """The block rules, substitutions (by number) and leak checks whose anchors fired."""
+        plan = self._plans.get(present)
+        if plan is None:
+            fires = self._anchors.fires
+            plan = _Plan(
+                tuple(rule for index, rule in enumerate(self.blocks) if fires(index, present)),
+                tuple(number for number in range(len(self.substitutions))
+                      if fires(self._first_substitution + number, present)),
+                tuple(check for index, check in enumerate(self.leaks, self._first_leak)
+                      if fires(index, present)),
+            )
+            if len(self._plans) < _PLAN_CACHE:
+                self._plans[present] = plan
+        return plan
 
     def _block_end(self, rule: BlockRule, data: bytes) -> Optional[tuple[int, int]]:
         if rule.json_value:
@@ -854,9 +897,6 @@ def leak_patterns(
     rules: Sequence[Rule] = DEFAULT_RULES,
 ) -> tuple[tuple[str, re.Pattern[bytes]], ...]:
     return tuple((rule.name, rule.leak) for rule in rules if rule.leak is not None)
-
-
-LeakCheck = tuple[str, "re.Pattern[bytes]", tuple[Anchor, ...]]
 
 
 def leak_checks(rules: Sequence[Rule] = DEFAULT_RULES) -> tuple[LeakCheck, ...]:
