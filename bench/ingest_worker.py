@@ -1,10 +1,14 @@
 """The guard's log ingest, alone in a process: `python -m bench.ingest_worker MODE FILE`.
 
-`parse`: stream the file line by line through `RecordParser.feed` and
-`LogSignals.update`, the daemon's per-line work (daemon/logfeed.py LogFeed.consume).
-`tail`: the same, with lines read by `LogTailer(from_start=True).read_lines()` in
-bounded slices (`READ_SLICE_BYTES`), as the daemon reads them.
-Prints `{"lines": N, "records": M, "seconds": S}`.
+`parse`: the daemon's work on the file, `LogIngest.feed_block` (agent/ingest.py) on
+slices of `READ_SLICE_BYTES`, each decoded once and cut after its last newline.
+`tail`: the same, with the slices read by `LogTailer(from_start=True).read_blocks()`,
+as the daemon reads them (daemon/logfeed.py LogFeed.consume).
+`reference`: the per-record path (`RecordParser.feed` on every line and
+`LogSignals.update` on every record), what the daemon did before and what `status`
+still does: the "before" figure and the oracle, in the same run.
+Prints `{"lines": N, "records": M, "seconds": S, "signals": {...}}`; the signals
+(counts, levels, times, versions, events) must be the same in every mode.
 """
 
 from __future__ import annotations
@@ -17,38 +21,65 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
+    from waagent_guard.agent.ingest import LogIngest
     from waagent_guard.agent.log import LogSignals, LogTailer, RecordParser
+    from waagent_guard.agent.tail import READ_SLICE_BYTES
 
     mode, path = argv[0], Path(argv[1])
-    parser = RecordParser(tz=timezone.utc)
-    signals = LogSignals()
-    lines = records = 0
+    lines = 0
     start = time.perf_counter()
-    if mode == "parse":
+    if mode == "reference":
+        parser = RecordParser(tz=timezone.utc)
+        signals = LogSignals()
         with path.open(encoding="utf-8", errors="replace") as log:
             for raw in log:
                 lines += 1
                 for record in parser.feed(raw.rstrip("\n")):
                     signals.update(record)
-                    records += 1
+        for record in parser.flush():
+            signals.update(record)
+    elif mode == "parse":
+        ingest = LogIngest(tz=timezone.utc)
+        signals = ingest.signals
+        rest = b""
+        with path.open("rb") as log:
+            while True:
+                data = log.read(READ_SLICE_BYTES)
+                if not data:
+                    break
+                data = rest + data
+                end = data.rfind(b"\n")
+                if end < 0:
+                    rest = data
+                    continue
+                rest = data[end + 1 :]
+                lines += data.count(b"\n", 0, end + 1)
+                ingest.feed_block(data[:end].decode("utf-8", "replace"))
+        if rest:
+            lines += 1
+            ingest.feed_block(rest.decode("utf-8", "replace"))
+        ingest.flush()
     else:
-        from waagent_guard.agent.tail import READ_SLICE_BYTES
-
+        ingest = LogIngest(tz=timezone.utc)
+        signals = ingest.signals
         with LogTailer(path, from_start=True) as tailer:
             while True:
                 # As the daemon reads: one bounded slice per wake-up.
-                batch = tailer.read_lines(max_bytes=READ_SLICE_BYTES)
-                if not batch and not tailer.more_pending:
+                blocks = tailer.read_blocks(max_bytes=READ_SLICE_BYTES)
+                if not blocks and not tailer.more_pending:
                     break
-                for line in batch:
-                    lines += 1
-                    for record in parser.feed(line):
-                        signals.update(record)
-                        records += 1
-    for record in parser.flush():
-        signals.update(record)
-        records += 1
-    print(json.dumps({"lines": lines, "records": records, "seconds": time.perf_counter() - start}))
+                for block in blocks:
+                    lines += block.count("\n") + 1
+                    ingest.feed_block(block)
+        ingest.flush()
+    seconds = time.perf_counter() - start
+    document = {
+        "lines": lines,
+        "records": signals.record_count,
+        "seconds": seconds,
+        "signals": signals.to_dict(),
+    }
+    print(json.dumps(document))
     return 0
 
 

@@ -246,13 +246,14 @@ class LogIngest:
                     best = candidate
             if best is not None:
                 newest = datetime(*best[0], best[1], _UTC)
+        top = max(heads)
+        if top[5] != "-":  # the greatest is a local time: look among the UTC ones only
             utc_heads = [head for head in heads if head[5] == "-"]
-        else:
-            utc_heads = heads
-        if utc_heads:
+            top = max(utc_heads) if utc_heads else ""
+        if top:
             # Lexicographic on "\nYYYY-MM-DDTHH:MM:SS": the newest second; its fractions
             # (of uneven widths) are compared as numbers.
-            second = max(utc_heads)[:20]
+            second = top[:20]
             fraction = max(
                 _micro(found)
                 for found in re.findall(re.escape(second) + r"(?:\.([0-9]{1,6}))?Z", joined)
@@ -289,31 +290,40 @@ class LogIngest:
     # --- lines that may say more than their level --------------------------------------
 
     def _inspect_candidates(self, middle: str) -> None:
-        starts: set[int] = set()
+        # The lines holding an anchor: where each starts (its "\n") and ends.
+        ends: dict[int, int] = {}
         find = middle.find
+        rfind = middle.rfind
         for anchor in self._anchors:
             at = find(anchor)
             while at >= 0:
-                line_start = middle.rfind("\n", 0, at)
-                starts.add(line_start)
                 end = find("\n", at)
+                ends[rfind("\n", 0, at)] = end
                 if end < 0:
                     break
                 at = find(anchor, end)
-        if not starts:
+        if not ends:
             return
         parse = self._parser._parse_header
+        is_header = _HEADER.match
         signals = self.signals
         analyses = self._analyses
         last_lines: dict[str, str] = {}
-        for line_start in sorted(starts):
-            if _HEADER.match(middle, line_start) is None:
+        for line_start in sorted(ends):
+            if is_header(middle, line_start) is None:
                 continue  # a continuation line: not a record's first line
-            end = find("\n", line_start + 1)
+            end = ends[line_start]
             text = middle[line_start + 1 : end] if end >= 0 else middle[line_start + 1 :]
             if text[-1:] == "\r":
                 text = text[:-1]
-            key = _message_key(text)
+            # What the analysis depends on: the line without its timestamp's digits.
+            if text[4] == "-":
+                key = text[text.index("Z", 19) :]
+            elif text[19:20] == ".":
+                space = text.find(" ", 20)
+                key = "." + text[space:] if space >= 0 else "."
+            else:
+                key = "/" + text[19:]
             analysis = analyses.get(key)
             head = None
             if analysis is None:
@@ -378,20 +388,6 @@ class LogIngest:
                 (event.name, subject or None, redact_sas(first_line)[:LAST_MESSAGE_CHARS])
             )
         return daemon_version, goal_state_version, _HEARTBEAT in first_line, tuple(hits)
-
-
-def _message_key(text: str) -> str:
-    """A header line without its timestamp's digits: what its analysis depends on.
-
-    The family (ISO or slash) and whether a slash timestamp has a fraction stay in the
-    key: they decide the format, hence the level, thread and prefix.
-    """
-    if text[4:5] == "-":
-        return "-" + text[text.index("Z", 19) :]
-    if text[19:20] == ".":
-        space = text.find(" ", 20)
-        return "." + (text[space:] if space >= 0 else "")
-    return "/" + text[19:]
 
 
 __all__ = ["PIECE_CHARS", "LogIngest"]
