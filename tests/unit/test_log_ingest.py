@@ -190,9 +190,10 @@ def edge_lines() -> list[str]:
         "2021-03-13T15:44:04Z ERROR\r\r",
         "2021-03-13 15:44:04.000000Z INFO a space instead of T",
         # Unicode digits: the parser's \\d takes them
-        "٢٠٢١-٠٣-١٣T15:44:04.000000Z ERROR ExtHandler Event: name=A.B, op=Install",
-        "2021-03-13T15:44:0٤.000000Z WARNING ExtHandler HostPlugin broke",
-        "2021/03/13 15:44:04.٣ INFO Daemon Azure Linux Agent Version:7.7",
+        "\u0662\u0660\u0662\u0661-\u0660\u0663-\u0661\u0663T15:44:04.000000Z ERROR ExtHandler"
+        " Event: name=A.B, op=Install",
+        "2021-03-13T15:44:0\u0664.000000Z WARNING ExtHandler HostPlugin broke",
+        "2021/03/13 15:44:04.\u0663 INFO Daemon Azure Linux Agent Version:7.7",
         # CRLF, non-UTF-8 (as decoded), text around the anchors
         "2023-03-13T15:44:04.906673Z INFO ExtHandler ExtHandler crlf goal state agent\r",
         "2023-03-13T15:44:04.906673Z ERROR ExtHandler \ufffd\ufffd bytes Event: name=Q.R, op=x",
@@ -285,6 +286,22 @@ def test_more_analyses_than_the_cache_holds_give_the_same_signals(
     final = assert_same(cut(lines, [100, 250]), BERLIN)
     assert final["events"]["extension_operation_failed"]["count"] == 400
     assert "other" in final["events"]["extension_operation_failed"]["subjects"]
+
+
+def test_long_candidate_lines_are_not_kept_and_give_the_same_signals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest_module, "_ANALYSIS_KEY_CHARS", 64)
+    lines = [
+        f"2023-03-13T15:44:{n % 60:02d}.{n:06d}Z ERROR ExtHandler ExtHandler Event:"
+        f" name=Ext{n % 7}.Type, op=Install, message={'x' * (n % 90)}"
+        for n in range(300)
+    ]
+    ingest = LogIngest(tz=BERLIN)
+    ingest.feed_lines(lines)
+    assert all(len(key) <= 64 for key in ingest._analyses)
+    final = assert_same(cut(lines, [100, 250]), BERLIN)
+    assert final["events"]["extension_operation_failed"]["count"] == 300
 
 
 def test_feed_lines_is_feed_block_of_the_joined_lines(corpus_lines: list[str]) -> None:

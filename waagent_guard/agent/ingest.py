@@ -50,8 +50,11 @@ _UTC = timezone.utc
 # over text still in the CPU cache, and a piece bounds the extra memory.
 PIECE_CHARS = 256 * 1024
 # Inspected header messages kept (the analysis of a message does not depend on its
-# timestamp; agents repeat their messages): bounded, cleared when full.
-_ANALYSIS_CACHE_SIZE = 4096
+# timestamp; agents repeat their messages): bounded, cleared when full; a longer message
+# is analysed each time (a hostile log of long lines cannot grow the cache).
+_ANALYSIS_CACHE_SIZE = 1024
+_ANALYSIS_KEY_CHARS = 1024
+_LOCAL_SECONDS_CACHE_SIZE = 4096  # "YYYY/MM/DD HH:MM:SS" -> UTC parts
 
 # Dates that exist (datetime accepts them) and times within a day, ASCII digits only.
 _MONTH_DAY = (
@@ -86,7 +89,9 @@ _HEADER = re.compile(
 )
 # What the reference accepts as a timestamp's digits: any Unicode digit.
 _LOOSE_STAMP = re.compile(r"\n\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?")
-_LOCAL_STAMP = re.compile(r"\n([0-9]{4}/[0-9]{2}/[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,6}))?")
+_LOCAL_STAMP = re.compile(
+    r"\n([0-9]{4}/[0-9]{2}/[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,6}))?"
+)
 _HEARTBEAT = "[HEARTBEAT]"
 # Each search over a piece costs about as much as ~40k candidate lines: these short
 # anchors each stand for several keywords of the catalogue at the price of a few more
@@ -177,7 +182,8 @@ class LogIngest:
             self._reference(text)
             return
         heads = _HEADER.findall(text)
-        if len(heads) < 2 or not self._local_times_convert(heads):
+        joined = "".join(heads)
+        if len(heads) < 2 or ("/" in joined and not self._local_times_convert(heads)):
             self._reference(text)
             return
         first_match = _HEADER.search(text)
@@ -192,13 +198,13 @@ class LogIngest:
         # The first header completes that record; the middle's records are whole.
         self.flush()
         middle = text[first:last]
-        del heads[-1]
-        if not self._fast_middle(middle, heads):
+        joined = joined[: len(joined) - len(heads.pop())]
+        if not self._fast_middle(middle, heads, joined):
             self._reference(middle)
         # The last header's record may continue in the next piece: left open.
         self._reference(text[last:])
 
-    def _fast_middle(self, middle: str, heads: list[str]) -> bool:
+    def _fast_middle(self, middle: str, heads: list[str], joined: str) -> bool:
         """The whole records of `middle` (from a header to before the last one) at once.
 
         Returns False (nothing done) when a record could be long enough to be cut.
@@ -208,7 +214,6 @@ class LogIngest:
             return False
         if len(middle) > MAX_RECORD_CHARS:
             return False
-        joined = "".join(heads)
         newest = self._newest(heads, joined)
         signals = self.signals
         counts = signals.counts_by_level
@@ -228,10 +233,7 @@ class LogIngest:
 
     def _local_times_convert(self, heads: list[str]) -> bool:
         """Whether every local timestamp converts to UTC (else the reference decides)."""
-        for head in heads:
-            if head[5] == "/" and self._utc_second(head[1:20]) is None:
-                return False
-        return True
+        return all(self._utc_second(head[1:20]) is not None for head in heads if head[5] == "/")
 
     def _newest(self, heads: list[str], joined: str) -> Optional[datetime]:
         """The newest timestamp of the headers."""
@@ -272,7 +274,7 @@ class LogIngest:
         parts = self._local_utc.get(local, False)
         if parts is not False:
             return parts  # type: ignore[return-value]
-        if len(self._local_utc) >= _ANALYSIS_CACHE_SIZE:
+        if len(self._local_utc) >= _LOCAL_SECONDS_CACHE_SIZE:
             self._local_utc.clear()
         try:
             moment = datetime(
@@ -330,9 +332,10 @@ class LogIngest:
                 head = parse(text)
                 assert head is not None  # _HEADER matched
                 analysis = self._analyse(head[1], head[2], head[3], head[4])
-                if len(analyses) >= _ANALYSIS_CACHE_SIZE:
-                    analyses.clear()
-                analyses[key] = analysis
+                if len(key) <= _ANALYSIS_KEY_CHARS:
+                    if len(analyses) >= _ANALYSIS_CACHE_SIZE:
+                        analyses.clear()
+                    analyses[key] = analysis
             daemon_version, goal_state_version, heartbeat, hits = analysis
             if daemon_version is not None:
                 signals.daemon_version = daemon_version
