@@ -332,3 +332,44 @@ def test_tailer_blocks_are_its_lines(tmp_path: Path) -> None:
                 assert by_lines.more_pending == by_blocks.more_pending
                 if not lines and not by_lines.more_pending:
                     break
+
+
+def test_a_later_line_that_starts_like_the_last_header_is_not_taken_for_it() -> None:
+    lines = [
+        "2023-03-13T15:44:03Z ERROR ExtHandler Event: name=A.B, op=Install",
+        "2023-03-13T15:44:04Z INFO ExtHandler ExtHandler the last header",
+        "2023-03-13T15:44:04Z INFOrmation: a continuation that starts like it",
+        "2023-03-13T15:44:04Z INFO\tnot a header either",
+    ]
+    final = assert_same(["\n".join(lines)], BERLIN)
+    assert final["record_count"] == 2
+
+
+def test_records_cut_by_size_are_cut_like_the_parser_cuts_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import waagent_guard.agent.record as record_module
+
+    monkeypatch.setattr(record_module, "MAX_RECORD_CHARS", 3000)
+    monkeypatch.setattr(ingest_module, "MAX_RECORD_CHARS", 3000)
+    rng = random.Random(5)
+    lines: list[str] = []
+    for n in range(200):
+        lines.append(f"2023-03-13T15:44:{n % 60:02d}.{n:06d}Z WARNING ExtHandler record {n}")
+        for m in range(rng.randrange(0, 12)):
+            lines.append(f"  [stdout] {'y' * rng.randrange(50, 700)} group {m}")
+    for cuts in ([], [7, 300, 301], [rng.randrange(len(lines)) for _ in range(6)]):
+        final = assert_same(cut(lines, cuts), BERLIN)
+        assert final["record_count"] > 200  # some records were cut by size
+
+
+def test_more_local_seconds_than_the_cache_holds_give_the_same_signals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest_module, "_LOCAL_SECONDS_CACHE_SIZE", 2)
+    lines = [
+        f"2021/10/31 0{n % 4}:{n % 60:02d}:{(7 * n) % 60:02d}.{n:06d} INFO Daemon local {n}"
+        for n in range(300)
+    ]
+    assert_same(cut(lines, [120]), BERLIN)
+    assert_same(cut(list(reversed(lines)), [33, 34]), BERLIN)
