@@ -187,11 +187,15 @@ class LogIngest:
             self._reference(text)
             return
         first_match = _HEADER.search(text)
-        assert first_match is not None
-        first = first_match.start()
+        first = first_match.start() if first_match is not None else 0
+        # The last header: the last place its text occurs that is a header (a later line
+        # may start with the same text and not be one).
         last = text.rfind(heads[-1])
-        while _HEADER.match(text, last) is None:
-            last = text.rfind(heads[-1], 0, last)
+        while last > first and _HEADER.match(text, last) is None:
+            last = text.rfind(heads[-1], first, last)
+        if last <= first:  # cannot happen with two headers; never guess
+            self._reference(text)
+            return
         # Before the first header: lines that continue the record left open.
         if first:
             self._reference(text[:first])
@@ -242,7 +246,8 @@ class LogIngest:
             best: Optional[tuple[_Seconds, int]] = None
             for stamp in _LOCAL_STAMP.findall(joined):
                 parts = self._utc_second(stamp[0])
-                assert parts is not None  # _local_times_convert
+                if parts is None:  # checked by _local_times_convert: cannot happen
+                    continue
                 candidate = (parts, _micro(stamp[1]))
                 if best is None or candidate > best:
                     best = candidate
@@ -330,7 +335,8 @@ class LogIngest:
             head = None
             if analysis is None:
                 head = parse(text)
-                assert head is not None  # _HEADER matched
+                if head is None:  # _HEADER matched, so the parser agrees: cannot happen
+                    continue
                 analysis = self._analyse(head[1], head[2], head[3], head[4])
                 if len(key) <= _ANALYSIS_KEY_CHARS:
                     if len(analyses) >= _ANALYSIS_CACHE_SIZE:
@@ -342,7 +348,8 @@ class LogIngest:
             if goal_state_version is not None:
                 signals.goal_state_version = goal_state_version
             if heartbeat:
-                stamp = (head if head is not None else parse(text))[0]  # type: ignore[index]
+                head = head if head is not None else parse(text)
+                stamp = head[0] if head is not None else None
                 if stamp is not None and (
                     signals.last_heartbeat is None or stamp > signals.last_heartbeat
                 ):
@@ -359,8 +366,7 @@ class LogIngest:
         # Only an event's last line gives its time: one timestamp per event and piece.
         for name, text in last_lines.items():
             head = parse(text)
-            assert head is not None
-            if head[0] is not None:
+            if head is not None and head[0] is not None:
                 signals.events[name].last_seen = head[0]
 
     def _analyse(
