@@ -60,6 +60,8 @@ FILES = "files"
 # daemon's exit wakes the loop through its pidfd and that look asks at once, and a
 # tick that finds another daemon PID (or none) asks too.
 MANAGER_EVERY_TICKS = 4
+# Directories under Lib.Dir the agent rewrites all the time and the guard never reads.
+AGENT_CHURN_DIRS = ("history", "events")
 
 
 class Guard:
@@ -304,14 +306,20 @@ class Guard:
 
     def _read_at_tick(self, path: str) -> bool:
         """Changes that need no look before the tick: log lines (already read as they
-        came) and the agent's own status rewrites under history/ (every ~6 s)."""
+        came), the agent's own status rewrites under history/ (every ~6 s) and its
+        telemetry under events/ (a file per logged error or event: every 2 s from an
+        agent that cannot reach the platform); the guard reads neither."""
         if os.path.dirname(path) == str(self.feed.log_path.parent):
             return True
         observation = self.observation
         if observation is None:
             return False
-        history = os.path.join(str(self.sysroot.path(observation.config.lib_dir)), "history")
-        return path == history or path.startswith(history + os.sep)
+        lib_dir = str(self.sysroot.path(observation.config.lib_dir))
+        for name in AGENT_CHURN_DIRS:
+            churn = os.path.join(lib_dir, name)
+            if path == churn or path.startswith(churn + os.sep):
+                return True
+        return False
 
     def _observe(self, *, ask_manager: bool = True, steady_tick: bool = False) -> Observation:
         self._consume_log()
