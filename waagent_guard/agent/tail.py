@@ -147,6 +147,18 @@ class LogTailer:
         `more_pending` then says another call has more to read.
         """
         lines: list[str] = []
+        for block in self.read_blocks(max_bytes):
+            lines.extend(block.split("\n"))
+        return lines
+
+    def read_blocks(self, max_bytes: Optional[int] = None) -> list[str]:
+        """What `read_lines` returns, as blocks: each one or more lines joined by "\n".
+
+        `[line for block in read_blocks() for line in block.split("\n")]` is exactly
+        `read_lines()`; a reader that works on whole slices (agent/ingest.py) takes
+        the blocks as they were decoded, without a str per line.
+        """
+        lines: list[str] = []
         budget = [max_bytes]
         self.more_pending = False
         now = self._monotonic()
@@ -300,7 +312,7 @@ class LogTailer:
         end = data.rfind(b"\n")
         if end >= 0:
             if end <= limit:
-                lines.extend(_decode_lines(data[:end]))
+                lines.append(data[:end].decode("utf-8", "replace"))  # one block of lines
             else:
                 for raw in data[:end].split(b"\n"):
                     lines.extend(self._pieces(raw))

@@ -1,11 +1,12 @@
 """`LogFeed`: the agent's log followed as it grows, parsed into live `LogSignals`.
 
 Owns the tailer (reopened at each tick after a failure, or on a new path after
-a reload), the record parser (in the guest's time zone) and the signals the
-restart policy and the metrics read. Reads are bounded: a huge backlog is read
-a slice per wake-up, and `more_pending` tells the loop to come back at once.
+a reload), the ingest (agent/ingest.py: whole slices at once, in the guest's time
+zone, the same signals as the per-record parser) and the signals the restart
+policy and the metrics read. Reads are bounded: a huge backlog is read a slice per
+wake-up, and `more_pending` tells the loop to come back at once.
 
-Imports: agent.log, agent.tail, observe, errors, sysroot. Never the `Guard`.
+Imports: agent.log, agent.ingest, agent.tail, observe, errors, sysroot. Never the `Guard`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from waagent_guard.agent.log import LogSignals, LogTailer, RecordParser, guest_timezone
+from waagent_guard.agent.ingest import LogIngest
+from waagent_guard.agent.log import LogSignals, LogTailer, guest_timezone
 from waagent_guard.agent.tail import READ_SLICE_BYTES
 from waagent_guard.errors import GuardError
 from waagent_guard.observe import read_log_signals
@@ -29,7 +31,7 @@ class LogFeed:
         self.log_path = log_path
         self.signals = LogSignals()
         self._tailer: Optional[LogTailer] = None
-        self._parser: Optional[RecordParser] = None
+        self._ingest: Optional[LogIngest] = None
 
     def start(self) -> None:
         """Follow from the end, with the signals of what is already there."""
@@ -38,7 +40,9 @@ class LogFeed:
             self.signals = read_log_signals(self.log_path, self.sysroot)
         except GuardError as error:
             log.warning("%s", error)
-        self._parser = RecordParser(tz=guest_timezone(self.sysroot.path("/etc/localtime")))
+        self._ingest = LogIngest(
+            self.signals, tz=guest_timezone(self.sysroot.path("/etc/localtime"))
+        )
 
     @property
     def following(self) -> bool:
@@ -62,17 +66,16 @@ class LogFeed:
 
     def consume(self) -> None:
         """Read one bounded slice of new lines into the signals."""
-        if self._tailer is None or self._parser is None:
+        if self._tailer is None or self._ingest is None:
             return
         try:
-            lines = self._tailer.read_lines(max_bytes=READ_SLICE_BYTES)
+            blocks = self._tailer.read_blocks(max_bytes=READ_SLICE_BYTES)
         except (GuardError, OSError) as error:
             log.warning("stopped following the agent log: %s (retrying at each tick)", error)
             self.close()
             return
-        for line in lines:
-            for record in self._parser.feed(line):
-                self.signals.update(record)
+        for block in blocks:
+            self._ingest.feed_block(block)
 
     def close(self) -> None:
         if self._tailer is not None:

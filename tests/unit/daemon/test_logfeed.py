@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,37 @@ def test_a_log_that_turns_into_a_fifo_stops_the_feed_not_the_guard(
     assert "not a regular file" in caplog.text
     feed.open()  # the next tick tries again: a FIFO is refused, never opened
     assert not feed.following
+
+
+def test_the_followed_log_gives_the_signals_of_parsing_every_record(world: World) -> None:
+    """What the daemon counts while following equals the per-record path on the same lines."""
+    import random
+
+    from waagent_guard.agent.log import LogSignals, RecordParser, guest_timezone
+
+    sample = (
+        Path(__file__).resolve().parents[2] / "data" / "log" / "log-lines.txt"
+    ).read_text(encoding="utf-8")
+    lines = [line for line in sample.splitlines() if not line.startswith("#") and line.strip()]
+    rng = random.Random(4)
+    text = "\n".join(rng.choice(lines) for _ in range(3000)) + "\n"
+    feed = feed_for(world)
+    feed.start()
+    path = world.root / "var/log/waagent.log"
+    at = 0
+    while at < len(text):
+        step = rng.randrange(1, 40_000)
+        with path.open("a", encoding="utf-8") as log:
+            log.write(text[at : at + step])  # mid-line too: only complete lines are read
+        at += step
+        feed.consume()
+        while feed.more_pending:
+            feed.consume()
+    parser = RecordParser(guest_timezone(world.root / "etc/localtime"))
+    expected = LogSignals()
+    for line in text.splitlines():
+        for record in parser.feed(line):
+            expected.update(record)
+    assert feed.signals.to_dict() == expected.to_dict()
+    assert expected.record_count > 2000
+    feed.close()
