@@ -92,6 +92,33 @@ def time_cmd(args: argparse.Namespace) -> dict[str, object]:
     return {"seconds": walls[args.warmup :], "returncodes": codes[args.warmup :]}
 
 
+def cgroup_cpu_usec(group: Path) -> Optional[int]:
+    """`usage_usec` of the cgroup's cpu.stat (cgroup v2), or None."""
+    try:
+        for line in (group / "cpu.stat").read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def memory_shares(process: Path) -> dict[str, Optional[int]]:
+    """PSS and USS (private clean + dirty) from /proc/PID/smaps_rollup: processes that
+    map the same interpreter and libraries share those pages, which RSS counts in full."""
+    fields: dict[str, int] = {}
+    try:
+        for line in (process / "smaps_rollup").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            parts = rest.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                fields[name] = int(parts[0]) * 1024
+    except OSError:
+        return {"pss_bytes": None, "uss_bytes": None}
+    private = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return {"pss_bytes": fields.get("Pss"), "uss_bytes": private}
+
+
 def proc_sample(args: argparse.Namespace) -> dict[str, object]:
     ticks = os.sysconf("SC_CLK_TCK")
     result: dict[str, object] = {}
@@ -106,12 +133,14 @@ def proc_sample(args: argparse.Namespace) -> dict[str, object]:
         ).stdout.strip()
         entries = []
         pids: list[int] = []
+        usage_usec = None
         for mount in ("", "/unified", "/systemd"):  # unified, or hybrid (cgroup v1) hosts
             try:
                 text = Path(f"/sys/fs/cgroup{mount}{group}/cgroup.procs").read_text()
             except OSError:
                 continue
             pids = [int(p) for p in text.split()]
+            usage_usec = cgroup_cpu_usec(Path(f"/sys/fs/cgroup{mount}{group}"))
             if pids:
                 break
         for pid in pids:
@@ -135,11 +164,15 @@ def proc_sample(args: argparse.Namespace) -> dict[str, object]:
                 {
                     "pid": pid,
                     "rss_bytes": rss,
+                    **memory_shares(Path(f"/proc/{pid}")),
                     "cpu_seconds": cpu,
                     "cmdline": cmdline.decode(errors="replace").strip(),
                 }
             )
         result[unit] = entries
+        # The unit's whole CPU, exited children included (the `systemctl` runs of a
+        # guard, the agent's own helpers): utime+stime of the live PIDs misses those.
+        result[f"{unit}:cpu_usec"] = usage_usec
     result["monotonic"] = time.monotonic()
     return result
 

@@ -1,10 +1,18 @@
 """The guard's log ingest, alone in a process: `python -m bench.ingest_worker MODE FILE`.
 
-`parse`: stream the file line by line through `RecordParser.feed` and
-`LogSignals.update`, the daemon's per-line work (daemon/logfeed.py LogFeed.consume).
-`tail`: the same, with lines read by `LogTailer(from_start=True).read_lines()` in
-bounded slices (`READ_SLICE_BYTES`), as the daemon reads them.
-Prints `{"lines": N, "records": M, "seconds": S}`.
+`parse`: the daemon's work on the file, `LogIngest.feed_block` (agent/ingest.py) on
+slices of `READ_SLICE_BYTES`, each decoded once and cut after its last newline.
+`tail`: the same, with the slices read by `LogTailer(from_start=True).read_blocks()`,
+as the daemon reads them (daemon/logfeed.py LogFeed.consume).
+`reference`: the per-record path (`RecordParser.feed` on every line and
+`LogSignals.update` on every record), what the daemon did before and what `status`
+still does: the "before" figure and the oracle, in the same run.
+Prints `{"lines": N, "records": M, "seconds": S, "signals": {...}}`; the signals
+(counts, levels, times, versions, events) must be the same in every mode.
+`floor`: the parts of `parse` that every line pays, timed alone over the same slices
+and pieces: decoding, the one header search (records and levels), the literal search of
+each anchor (event candidates), and a bare `str.count("\n")` as the cheapest pass.
+Prints `{"lines": N, "seconds": {...}, "anchors": [...]}`.
 """
 
 from __future__ import annotations
@@ -12,44 +20,118 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timezone
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
+    from waagent_guard.agent.ingest import LogIngest
     from waagent_guard.agent.log import LogSignals, LogTailer, RecordParser
+    from waagent_guard.agent.tail import READ_SLICE_BYTES
 
     mode, path = argv[0], Path(argv[1])
-    parser = RecordParser(tz=timezone.utc)
-    signals = LogSignals()
-    lines = records = 0
+    if mode == "floor":
+        print(json.dumps(floor(path)))
+        return 0
+    lines = 0
     start = time.perf_counter()
-    if mode == "parse":
+    if mode == "reference":
+        parser = RecordParser(tz=timezone.utc)
+        signals = LogSignals()
         with path.open(encoding="utf-8", errors="replace") as log:
             for raw in log:
                 lines += 1
                 for record in parser.feed(raw.rstrip("\n")):
                     signals.update(record)
-                    records += 1
+        for record in parser.flush():
+            signals.update(record)
+    elif mode == "parse":
+        ingest = LogIngest(tz=timezone.utc)
+        signals = ingest.signals
+        rest = b""
+        with path.open("rb") as log:
+            while True:
+                data = log.read(READ_SLICE_BYTES)
+                if not data:
+                    break
+                data = rest + data
+                end = data.rfind(b"\n")
+                if end < 0:
+                    rest = data
+                    continue
+                rest = data[end + 1 :]
+                lines += data.count(b"\n", 0, end + 1)
+                ingest.feed_block(data[:end].decode("utf-8", "replace"))
+        if rest:
+            lines += 1
+            ingest.feed_block(rest.decode("utf-8", "replace"))
+        ingest.flush()
     else:
-        from waagent_guard.agent.tail import READ_SLICE_BYTES
-
+        ingest = LogIngest(tz=timezone.utc)
+        signals = ingest.signals
         with LogTailer(path, from_start=True) as tailer:
             while True:
                 # As the daemon reads: one bounded slice per wake-up.
-                batch = tailer.read_lines(max_bytes=READ_SLICE_BYTES)
-                if not batch and not tailer.more_pending:
+                blocks = tailer.read_blocks(max_bytes=READ_SLICE_BYTES)
+                if not blocks and not tailer.more_pending:
                     break
-                for line in batch:
-                    lines += 1
-                    for record in parser.feed(line):
-                        signals.update(record)
-                        records += 1
-    for record in parser.flush():
-        signals.update(record)
-        records += 1
-    print(json.dumps({"lines": lines, "records": records, "seconds": time.perf_counter() - start}))
+                for block in blocks:
+                    lines += block.count("\n") + 1
+                    ingest.feed_block(block)
+        ingest.flush()
+    seconds = time.perf_counter() - start
+    document = {
+        "lines": lines,
+        "records": signals.record_count,
+        "seconds": seconds,
+        "signals": signals.to_dict(),
+    }
+    print(json.dumps(document))
     return 0
+
+
+def _slices(path: Path, size: int) -> Iterator[bytes]:
+    rest = b""
+    with path.open("rb") as log:
+        while True:
+            data = log.read(size)
+            if not data:
+                break
+            data = rest + data
+            end = data.rfind(b"\n")
+            rest = data[end + 1 :] if end >= 0 else data
+            if end >= 0:
+                yield data[:end]
+    if rest:
+        yield rest
+
+
+def floor(path: Path) -> dict[str, Any]:
+    from waagent_guard.agent.ingest import _HEADER, PIECE_CHARS, LogIngest
+    from waagent_guard.agent.tail import READ_SLICE_BYTES
+
+    anchors = LogIngest()._anchors
+    seconds = {"decode": 0.0, "newline_count": 0.0, "header_findall": 0.0, "anchor_search": 0.0}
+    lines = 0
+    for data in _slices(path, READ_SLICE_BYTES):
+        start = time.perf_counter()
+        block = data.decode("utf-8", "replace")
+        seconds["decode"] += time.perf_counter() - start
+        for at in range(0, len(block), PIECE_CHARS):
+            piece = "\n" + block[at : at + PIECE_CHARS]
+            start = time.perf_counter()
+            lines += piece.count("\n") - (1 if at else 0)  # the "\n" put before a cut
+            middle = time.perf_counter()
+            _HEADER.findall(piece)
+            after = time.perf_counter()
+            for anchor in anchors:
+                piece.count(anchor)
+            seconds["newline_count"] += middle - start
+            seconds["header_findall"] += after - middle
+            seconds["anchor_search"] += time.perf_counter() - after
+    return {"lines": lines, "seconds": seconds, "anchors": list(anchors)}
 
 
 if __name__ == "__main__":

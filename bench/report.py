@@ -93,7 +93,14 @@ def _ingest(d: dict[str, Any]) -> list[str]:
         f"{d['big_log']['bytes'] / 1024**3:.1f} GB",
         f"grep -c {rate['grep_c']:,}/s; grep -cE {rate['grep_cE_exact']:,}/s; "
         f"awk {rate['awk_count']:,}/s",
-        f"{rate['guard_parse']:,}/s ({d['in_process_lines_per_second']:,}/s in process); "
+        f"{rate['guard_parse']:,}/s ({d['in_process_lines_per_second']:,}/s in process"
+        + (
+            f"; per-record path {rate['guard_reference']:,}/s, same signals: "
+            f"{'yes' if d.get('same_signals_as_reference') else 'NO'}"
+            if "guard_reference" in rate
+            else ""
+        )
+        + "); "
         f"RSS {_mb(small)} → {_mb(big)} streamed, "
         f"{_mb(d['big_log']['runs']['guard_tail']['max_rss_bytes'])} via LogTailer",
         f"{_x(d['ratio_guard_to_grep_c'])} grep's time",

@@ -178,7 +178,15 @@ def atomic_writer(
             error,
         ) from error
     temp_path = Path(temp_name)
-    ours = os.fstat(fd)
+    try:
+        ours = os.fstat(fd)
+    except OSError as error:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            temp_path.unlink()
+        raise write_failure(
+            f"{path}: write failed ({error.strerror or error}); the original is unchanged", error
+        ) from error
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), target_mode)
@@ -193,7 +201,7 @@ def atomic_writer(
             _exchange_in(temp_path, path, displaced_ok)
         else:
             os.replace(temp_path, path)
-    except OSError as error:
+    except OSError as error:  # (a GuardError from _exchange_in is not one: it says it landed)
         _discard_temp(temp_path, (ours.st_dev, ours.st_ino))
         reason = "disk full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
         raise write_failure(
@@ -224,6 +232,8 @@ def _discard_temp(temp_path: Path, ours: tuple[int, int]) -> None:
                            temp_path)
     except FileNotFoundError:
         pass
+    except OSError as error:  # never hides the error being reported
+        logger.warning("%s: temporary file not removed: %s", temp_path, error.strerror or error)
 
 
 def _exchange_in(temp_path: Path, path: Path, displaced_ok: Callable[[Path], bool]) -> None:
@@ -235,16 +245,42 @@ def _exchange_in(temp_path: Path, path: Path, displaced_ok: Callable[[Path], boo
         good = displaced_ok(temp_path)
     except Exception:  # a check that fails is a "no": give their file back
         good = False
+    # From here on our content is at `path`: no failure may say "unchanged".
     if good:
-        os.unlink(temp_path)
+        try:
+            os.unlink(temp_path)
+        except OSError as error:  # the old copy, under our temporary name: the next clean-up's
+            logger.warning("%s: written; the replaced copy %s was not removed: %s",
+                           path, temp_path.name, error.strerror or error)
         return
     # Replaced between the check and the exchange: `temp_path` holds their file. Put it
     # back; if yet another file landed at `path` meanwhile, that newest one stays.
-    exchange_paths(temp_path, path)
-    if _identity(temp_path) != ours:
+    try:
         exchange_paths(temp_path, path)
-    os.unlink(temp_path)
+        if _identity(temp_path) != ours:
+            exchange_paths(temp_path, path)
+    except OSError as error:
+        raise _gave_back_failed(temp_path, path, error) from error
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp_path)
     raise TargetChanged(str(path))
+
+
+def _gave_back_failed(temp_path: Path, path: Path, error: OSError) -> Exception:
+    """Their file could not be put back: ours is in place and theirs sits at our temporary
+    name, which the stale-edit clean-up would delete. Move it to a name it leaves alone,
+    and say where it is."""
+    kept = path.with_name(f"{path.name}.displaced-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    where = str(temp_path)
+    with contextlib.suppress(OSError):
+        os.rename(temp_path, kept)
+        where = str(kept)
+    return write_failure(
+        f"{path}: written, but another program replaced the file during the edit and its "
+        f"version could not be put back ({error.strerror or error}); it is kept as {where}: "
+        "compare the two and merge by hand",
+        error,
+    )
 
 
 def atomic_write(

@@ -288,11 +288,13 @@ def begin_lease(
 
 
 def _verbose_now(conf_path: Path, sysroot: Optional[Sysroot]) -> bool:
-    """Whether waagent.conf says `Logs.Verbose=y` now; False when it cannot be read."""
+    """Whether waagent.conf may say `Logs.Verbose=y` now: True when it cannot be read
+    (a lease kept in doubt is harmless, end_lease drops one whose file is not y; one
+    dropped in doubt could leave verbose on for good)."""
     try:
         return load_conf(conf_target(conf_path, sysroot)).get(VERBOSE_KEY) == "y"
     except (GuardError, OSError):
-        return False
+        return True
 
 
 def end_lease(

@@ -322,6 +322,19 @@ def _pidfile_state(sysroot: Sysroot, pid_file: str) -> PidfileState:
     return check_pidfile(sysroot.path(pid_file), sysroot.proc)
 
 
+def ask_manager(
+    manager: ServiceManager,
+) -> tuple[Optional[UnitState], Optional[str], Optional[str]]:
+    """(unit state, why it could not be read, system state) from the service manager."""
+    try:
+        unit = manager.state()
+        asker = getattr(manager, "system_state", None)
+        return unit, None, (asker() if asker is not None else None)
+    except Exception as error:  # a broken manager must not hide the rest
+        log.warning("cannot read the agent unit's state: %s", error)
+        return None, str(error) or type(error).__name__, None
+
+
 def observe(
     sysroot: Sysroot,
     settings: Settings,
@@ -359,17 +372,9 @@ def observe(
     lib = scan_lib_dir(lib_dir, now=now)
     pidfile = _pidfile_state(sysroot, config.pid_file)
     pid_path = pidfile.path
-    unit = None
-    unit_error = None
-    system_state = None
-    if manager is not None:
-        try:
-            unit = manager.state()
-            asker = getattr(manager, "system_state", None)
-            system_state = asker() if asker is not None else None
-        except Exception as error:  # a broken manager must not hide the rest
-            unit_error = str(error) or type(error).__name__
-            log.warning("cannot read the agent unit's state: %s", error)
+    unit, unit_error, system_state = (
+        ask_manager(manager) if manager is not None else (None, None, None)
+    )
     return Observation(
         time=now,
         sysroot=sysroot,

@@ -7,6 +7,7 @@ import logging
 import os
 import selectors
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -457,6 +458,50 @@ def test_refusal_reason_reads_supplementary_groups_from_proc(tmp_path: Path) -> 
     assert refusal_reason(peer, euid=0, allowed_gid=None, proc_root=tmp_path).startswith(
         "permission denied: uid 1000 is not root"
     )
+
+
+@pytest.mark.parametrize("separator", ["\x1e", "\r", "\x0b", "\x0c", "\x1c"])
+def test_a_process_name_cannot_fake_a_groups_or_uid_line(separator: str) -> None:
+    """Review of issue 14: the kernel escapes only "\\n" and "\\\\" in `Name:`, and
+    str.splitlines() also splits on these: a uid-nobody peer named "\\x1eGroups:\\t4242"
+    passed as a member of control.group. A real process renames itself with prctl."""
+    if os.geteuid() != 0:
+        pytest.skip("drops to uid nobody")
+    import ctypes
+
+    from waagent_guard.agent.process import status_fields
+
+    name = f"{separator}Groups:\t4242".encode("latin-1")[:15]
+    uid_name = f"{separator}Uid:\t0\t0".encode("latin-1")[:15]
+    libc = ctypes.CDLL(None, use_errno=True)
+    pids = []
+    for fake in (name, uid_name):
+        ready, done = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.setgroups([])
+                os.setresgid(NOBODY, NOBODY, NOBODY)
+                os.setresuid(NOBODY, NOBODY, NOBODY)
+                libc.prctl(15, ctypes.c_char_p(fake), 0, 0, 0)  # PR_SET_NAME
+                os.write(done, b"x")
+                time.sleep(60)
+            finally:
+                os._exit(0)
+        os.read(ready, 1)
+        os.close(ready)
+        os.close(done)
+        pids.append(pid)
+    try:
+        peer = PeerCredentials(pid=pids[0], uid=NOBODY, gid=NOBODY)
+        assert supplementary_groups(pids[0]) == ()
+        assert refusal_reason(peer, euid=0, allowed_gid=4242) is not None
+        fields = status_fields(Path(f"/proc/{pids[1]}/status").read_bytes())
+        assert fields["Uid"].split()[:2] == [str(NOBODY), str(NOBODY)]
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)  # only the children this test forked
+            os.waitpid(pid, 0)
 
 
 def test_supplementary_groups_are_empty_for_a_gone_or_foreign_peer(tmp_path: Path) -> None:

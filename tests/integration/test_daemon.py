@@ -199,6 +199,6 @@ def test_the_daemon_survives_its_log_turning_into_a_device(make_guest: MakeGuest
     os.kill(first, signal.SIGKILL)  # the guard must still do its job
     wait_for(lambda: guest.agent_pid() not in (None, first), what="the agent restarted")
     assert daemon.process.poll() is None
-    wait_for(lambda: "stopped following the agent log" in daemon.output(),
-             what="the guard to say it stopped following the log")
+    wait_for(lambda: "cannot read the agent log" in daemon.output(),
+             what="the guard to say it cannot read the log")
     assert daemon.process.poll() is None

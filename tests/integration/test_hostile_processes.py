@@ -10,6 +10,7 @@ can fail).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,9 +39,7 @@ def lookalike_dir() -> Iterator[Path]:
     script.write_text("import time\ntime.sleep(120)\n")
     script.chmod(0o644)
     yield directory
-    for path in directory.iterdir():
-        path.unlink()
-    directory.rmdir()
+    shutil.rmtree(directory)
 
 
 def _start(directory: Path, victim: Path, uid: int) -> subprocess.Popen[bytes]:
@@ -75,3 +74,60 @@ def test_only_roots_agent_lookalike_is_the_agent(
         _stop(process)
     assert (process.pid in found) is counted
     assert (conf == victim) is counted
+
+
+def test_hidepid_parser_reads_the_proc_mount(tmp_path: Path) -> None:
+    from waagent_guard.agent.process import hidepid
+
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+        "30 27 0:40 / /tmp/p1 rw - proc proc rw,hidepid=invisible\n"
+        "31 27 0:41 / /tmp/p2 rw - proc proc rw,hidepid=2\n"
+        "32 27 0:42 / /tmp/p3 rw - proc proc rw,hidepid=off\n"
+        "33 27 0:43 / /tmp/p4 rw - tmpfs tmpfs rw,hidepid=2\n"
+    )
+    assert hidepid(Path("/proc"), mountinfo) is None
+    assert hidepid(Path("/tmp/p1"), mountinfo) == "invisible"
+    assert hidepid(Path("/tmp/p2"), mountinfo) == "2"
+    assert hidepid(Path("/tmp/p3"), mountinfo) is None
+    assert hidepid(Path("/tmp/p4"), mountinfo) is None  # not a proc mount
+    assert hidepid(tmp_path / "fake-proc", mountinfo) is None
+    assert hidepid(Path("/proc"), tmp_path / "missing") is None
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("setpriv") is None,
+                    reason="needs util-linux unshare and setpriv")
+def test_a_user_who_cannot_see_roots_processes_gets_unknown_not_agent_down(
+    lookalike_dir: Path, tmp_path: Path
+) -> None:
+    """Review of issue 14: under hidepid, `status` run by a user said "no agent" while
+    root's agent ran. It is unknown (exit 4), never "down"."""
+    script = lookalike_dir / "check.sh"
+    script.write_text(
+        "set -e\n"
+        "for mode in 1 2; do\n"
+        f"  mkdir -p {lookalike_dir}/p$mode\n"
+        f"  mount -t proc -o hidepid=$mode proc {lookalike_dir}/p$mode\n"
+        f"  setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups {sys.executable} -c '\n"
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from waagent_guard.agent.process import ProcessScanError, find_agent_processes\n"
+        "try:\n"
+        "    find_agent_processes(Path(sys.argv[1]))\n"
+        "    print(\"seen\")\n"
+        "except ProcessScanError as error:\n"
+        "    print(\"unknown\", error)\n"
+        f"' {lookalike_dir}/p$mode\n"
+        "done\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "bash", str(script)],
+        capture_output=True, text=True, timeout=120, check=False, cwd="/",
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["unknown", "unknown"], result.stdout
+    assert "hidepid=" in lines[0] and "run as root" in lines[0]

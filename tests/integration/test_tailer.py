@@ -284,6 +284,34 @@ def test_lines_of_the_rotated_file_survive_a_new_file_that_cannot_be_opened(
         assert tailer.read_lines() == ["after"]
 
 
+def test_lines_of_the_rotated_file_survive_a_failed_read_of_the_new_file(
+    log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of issue 14: the new file opened but reading it failed (EIO): the
+    rotated file's lines read in the same call were lost with the error."""
+    import errno
+
+    log.write_text("")
+    with LogTailer(log) as tailer, open(log, "a", buffering=1) as writer:
+        writer.write("old-1\nold-2\n")
+        os.rename(log, log.with_name("waagent.log.1"))
+        log.write_text("new-1\n")
+        new_inode = os.stat(log).st_ino
+        real_pread = os.pread
+
+        def eio_on_the_new_file(fd: int, size: int, offset: int) -> bytes:
+            if os.fstat(fd).st_ino == new_inode:
+                raise OSError(errno.EIO, "Input/output error")
+            return real_pread(fd, size, offset)
+
+        monkeypatch.setattr(os, "pread", eio_on_the_new_file)
+        assert tailer.read_lines() == ["old-1", "old-2"]
+        with pytest.raises(InputError, match="Input/output error"):
+            tailer.read_lines()  # nothing else was read: the error itself
+        monkeypatch.undo()
+        assert tailer.read_lines() == ["new-1"]
+
+
 def test_a_tailer_whose_first_read_fails_leaves_no_descriptor(
     log: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -495,6 +495,38 @@ def test_a_failed_lease_edit_that_did_land_keeps_its_lease(
     assert conf.read_bytes() == CONF
 
 
+def test_a_landed_lease_edit_keeps_its_lease_when_the_file_cannot_be_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: the re-read after a failure failing too (EIO, EMFILE) rolled the lease
+    back under a file that says y. Unreadable is "maybe y": the lease stays (end_lease
+    drops a lease whose file is not y)."""
+    import waagent_guard.lease as lease_module
+    from waagent_guard.lease import load_state
+
+    conf = tmp_path / "waagent.conf"
+    conf.write_bytes(CONF)
+    state_path = tmp_path / "state.json"
+    real_load = lease_module.load_conf
+    calls = []
+
+    def lands_then_fails(path: Path, data: bytes, **options: Any) -> None:
+        Path(path).write_bytes(data)
+        raise WriteError(f"{path}: something failed after the rename")
+
+    def unreadable_after_the_edit(path: Path, *args: Any, **kwargs: Any) -> Any:
+        calls.append(path)
+        if len(calls) > 1:
+            raise WriteError(f"{path}: cannot read it (Input/output error)")
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(conf_module, "atomic_write", lands_then_fails)
+    monkeypatch.setattr(lease_module, "load_conf", unreadable_after_the_edit)
+    with pytest.raises(WriteError):
+        begin_lease(conf, GuardState(), NOW, HOUR, "", "root", state_path=state_path)
+    assert load_state(state_path).verbose_lease is not None
+
+
 def test_a_failed_swap_back_never_deletes_the_other_writers_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -518,7 +550,40 @@ def test_a_failed_swap_back_never_deletes_the_other_writers_file(
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(fsutil, "exchange_paths", failing_swap_back)
-    with pytest.raises(WriteError):
+    with pytest.raises(WriteError) as raised:
         set_conf_value(conf, "Logs.Verbose", "y")
+    message = str(raised.value)
+    assert "unchanged" not in message  # ours landed: saying "unchanged" was a lie
+    assert "could not be put back (Input/output error)" in message
     kept = [p for p in tmp_path.iterdir() if p.name != "waagent.conf"]
     assert [p.read_bytes() for p in kept] == [theirs]
+    assert kept[0].name.startswith("waagent.conf.displaced-") and kept[0].name in message
+    assert b"Logs.Verbose=y" in conf.read_bytes()
+    # Not a name the next start's clean-up of interrupted edits removes.
+    assert clean_stale_edits(conf) == []
+    assert kept[0].exists()
+
+
+def test_a_failed_removal_of_the_replaced_copy_is_a_warning_not_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    import waagent_guard.fsutil as fsutil
+
+    conf = tmp_path / "waagent.conf"
+    conf.write_bytes(CONF)
+    real_unlink = os.unlink
+    failed = []
+
+    def eio_once(path: Any, *args: Any, **kwargs: Any) -> None:
+        if str(path).endswith(".tmp") and not failed:
+            failed.append(path)
+            raise OSError(errno.EIO, "Input/output error")
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(fsutil.os, "unlink", eio_once)
+    with caplog.at_level(logging.WARNING, logger="waagent_guard.fsutil"):
+        set_conf_value(conf, "Logs.Verbose", "y")
+    assert b"Logs.Verbose=y" in conf.read_bytes()
+    assert "the replaced copy" in caplog.text and failed

@@ -302,6 +302,20 @@ def test_impossible_dates_are_continuations_not_errors() -> None:
     assert record.lines == tuple(lines)
 
 
+def test_a_local_time_before_year_one_in_utc_is_a_continuation_not_an_error() -> None:
+    # 0001/01/01 00:30 in Berlin is 0000-12-31 23:30 UTC: converting it raised
+    # OverflowError out of the parser (a hostile log line stopped the daemon's ingest).
+    lines = [
+        "2021/03/30 19:35:35.000001 INFO Daemon ok\n",
+        "0001/01/01 00:30:00.000000 ERROR before year one in UTC\n",
+        "0001/01/01 00:30:00 format 5 too\n",
+        "9999/12/31 23:59:59.999999 INFO east of UTC: still year 9999\n",
+    ]
+    records = list(parse_records(lines, tz=berlin()))  # type: ignore[arg-type]
+    assert [record.lines for record in records] == [tuple(lines[:3]), (lines[3],)]
+    assert records[1].timestamp == datetime(9999, 12, 31, 22, 59, 59, 999999, UTC)
+
+
 def test_binary_garbage_never_raises_and_keeps_every_line() -> None:
     generator = random.Random(42)
     blob = bytes(generator.randrange(256) for _ in range(200_000))

@@ -143,3 +143,28 @@ def test_a_full_notify_socket_never_blocks_the_sender(
     results = [notifier.status(f"message {number}") for number in range(5000)]
     assert results[0] is True
     assert results[-1] is False
+
+
+def test_an_unchanged_status_is_not_sent_again(
+    notify_socket: tuple[str, socket.socket],
+) -> None:
+    """Issue 15: every reconciliation asked for STATUS=, most with the same text (a
+    socket per datagram, ~30 % of an idle wake-up's CPU in the container profile)."""
+    path, sock = notify_socket
+    sock.setblocking(False)
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    assert notifier.ready("agent healthy")
+    assert receive(sock) == {"READY": "1", "STATUS": "agent healthy"}
+    assert notifier.status("agent healthy")  # what systemd already shows
+    with pytest.raises(BlockingIOError):
+        sock.recv(65536)
+    assert notifier.status("agent down")
+    assert receive(sock) == {"STATUS": "agent down"}
+    assert notifier.status("agent healthy")
+    assert receive(sock) == {"STATUS": "agent healthy"}
+
+
+def test_a_status_that_was_not_delivered_is_sent_again(tmp_path: Path) -> None:
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "absent.sock")})
+    assert not notifier.status("agent healthy")
+    assert not notifier.status("agent healthy")  # tried again, not taken as delivered

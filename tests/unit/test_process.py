@@ -28,6 +28,8 @@ BOOT_TIME = 1_790_000_000
 TICKS = 100
 
 DAEMON_ARGV = ("python3", "-u", "/usr/sbin/waagent", "-daemon")
+# Another user: neither root nor the uid the tests run as (trusted beside root).
+OTHER = 65534 if os.geteuid() != 65534 else 65533
 EXTHANDLER_ARGV = ("python3", "-u", "bin/WALinuxAgent-2.15.0.1-py3.12.egg", "-run-exthandlers")
 
 
@@ -236,9 +238,10 @@ def test_malformed_rss_is_none(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "status",
     [
-        "Uid:\t65534\t65534\t65534\t65534\n",  # nobody
-        "Uid:\t65534\t0\t0\t0\n",  # setuid root by another user
-        "Uid:\t0\t65534\t0\t0\n",
+        f"Uid:\t{OTHER}\t{OTHER}\t{OTHER}\t{OTHER}\n",  # nobody
+        f"Uid:\t{OTHER}\t0\t0\t0\n",  # setuid root by another user
+        f"Uid:\t0\t{OTHER}\t0\t0\n",
+        f"Name:\tx\x1eUid:\t0\t0\t0\t0\nUid:\t{OTHER}\t{OTHER}\t{OTHER}\t{OTHER}\n",
         "Name:\tpython3\n",  # no Uid line: not known to be root
         "Uid:\tx\n",
     ],

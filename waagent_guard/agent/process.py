@@ -263,24 +263,36 @@ class _StatusFacts:
     rss_bytes: Optional[int]
 
 
+def status_fields(data: bytes) -> dict[str, str]:
+    """The `Key:\tvalue` lines of /proc/PID/status, split on "\n" ONLY.
+
+    `Name:` is the process's own choice (prctl PR_SET_NAME) and the kernel escapes only
+    "\n" and "\\" in it: str.splitlines() would also split on "\r", "\v", "\f",
+    "\x1c"-"\x1e", ... and a name such as "\x1eUid:\t0" or "\x1eGroups:\t4242" would add a
+    line of the attacker's making. The first occurrence of a key wins.
+    """
+    fields: dict[str, str] = {}
+    for line in data.split(b"\n"):
+        key, colon, value = line.partition(b":")
+        if colon:
+            fields.setdefault(key.decode("ascii", "replace"), value.decode("ascii", "replace"))
+    return fields
+
+
 def _status_facts(process_dir: Path) -> _StatusFacts:
     """The uids and RSS of /proc/PID/status (PermissionError reaches the caller)."""
-    text = _read_proc_file(process_dir / "status").decode("ascii", "replace")
+    fields = status_fields(_read_proc_file(process_dir / "status"))
     uids: Optional[tuple[int, int]] = None
     rss: Optional[int] = None
-    for line in text.splitlines():
-        if line.startswith("Uid:"):
-            parts = line.split()
-            try:
-                uids = (int(parts[1]), int(parts[2]))
-            except (IndexError, ValueError):
-                uids = None
-        elif line.startswith("VmRSS:"):
-            parts = line.split()
-            try:
-                rss = int(parts[1]) * 1024  # the kernel reports kB
-            except (IndexError, ValueError):
-                rss = None
+    try:
+        real, effective = fields.get("Uid", "").split()[:2]
+        uids = (int(real), int(effective))
+    except ValueError:
+        uids = None
+    try:
+        rss = int(fields.get("VmRSS", "").split()[0]) * 1024  # the kernel reports kB
+    except (IndexError, ValueError):
+        rss = None
     return _StatusFacts(uids, rss)
 
 
@@ -396,6 +408,31 @@ def child_pids(proc_root: Path, pid: int) -> Optional[list[int]]:
     return children
 
 
+def hidepid(proc_root: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> Optional[str]:
+    """The `hidepid=` of the proc mount at `proc_root` when it hides other users'
+    processes (1, 2, invisible, noaccess), else None (also for a fake tree)."""
+    try:
+        text = read_text(mountinfo, 1 << 20, encoding="utf-8", errors="replace",
+                         oversize="truncate")
+    except OSError:
+        return None
+    target = os.path.realpath(proc_root)
+    found = None
+    for line in text.splitlines():
+        fields = line.split(" ")
+        if " - " not in line or len(fields) < 5 or fields[4] != target:
+            continue
+        _, _, after = line.partition(" - ")
+        parts = after.split(" ")
+        if len(parts) >= 3 and parts[0] == "proc":
+            options = dict(
+                option.partition("=")[::2] for option in parts[2].split(",")
+            )
+            value = options.get("hidepid")
+            found = value if value not in (None, "0", "off") else None  # the last mount wins
+    return found
+
+
 def find_agent_processes(
     proc_root: Path, *, clock_ticks: Optional[int] = None, uids: Optional[frozenset[int]] = None
 ) -> tuple[AgentProcess, ...]:
@@ -403,13 +440,22 @@ def find_agent_processes(
 
     Raises ProcessScanError when /proc cannot be listed or a process cannot be read
     for another reason than exiting meanwhile (EMFILE, ENOMEM, ...): an empty answer
-    would say "the agent is gone" when nothing was seen. A process that is not
-    readable (EACCES, e.g. hidepid) is skipped: it is not one of root's agents; nor
-    is one running as a uid outside `uids` (default `trusted_uids()`).
+    would say "the agent is gone" when nothing was seen. For a caller other than
+    root, so is a /proc mounted with hidepid and any process it cannot read: root's
+    agent may be among them. Root skips a process it cannot read (an LSM's refusal:
+    not one of its agents). A process running as a uid outside `uids` (default
+    `trusted_uids()`) is never the agent.
     """
     proc_root = Path(proc_root)
     ticks = clock_ticks or os.sysconf("SC_CLK_TCK")
     trusted = uids if uids is not None else trusted_uids()
+    euid = os.geteuid()
+    hidden = hidepid(proc_root) if euid != 0 else None
+    if hidden is not None:
+        raise ProcessScanError(
+            f"{proc_root} is mounted with hidepid={hidden}: root's processes are invisible "
+            f"to uid {euid}; run as root"
+        )
     boot_time = _boot_time(proc_root)
     try:
         entries = os.listdir(proc_root)
@@ -423,7 +469,12 @@ def find_agent_processes(
             process = _read_process(proc_root / entry, int(entry), boot_time, ticks, trusted)
         except _Vanished:
             continue
-        except PermissionError:
+        except PermissionError as error:
+            if euid != 0:  # root's agent may be among the unreadable: unknown, not absent
+                raise ProcessScanError(
+                    f"cannot read {proc_root / entry} as uid {euid}: {error.strerror}; "
+                    "run as root"
+                ) from error
             logger.debug("no permission to read %s", proc_root / entry)
             continue
         except OSError as error:

@@ -340,7 +340,10 @@ class RecordParser:
         if moment is None:
             return None
         if zone is not _UTC:
-            moment = moment.astimezone(_UTC)
+            try:
+                moment = moment.astimezone(_UTC)
+            except OverflowError:  # 0001/01/01 00:00 east of UTC: before year 1 in UTC
+                return None
         if len(cache) >= _SECONDS_CACHE_SIZE:
             cache.clear()
         parts = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)

@@ -147,33 +147,55 @@ class LogTailer:
         `more_pending` then says another call has more to read.
         """
         lines: list[str] = []
+        for block in self.read_blocks(max_bytes):
+            lines.extend(block.split("\n"))
+        return lines
+
+    def read_blocks(self, max_bytes: Optional[int] = None) -> list[str]:
+        """What `read_lines` returns, as blocks: each one or more lines joined by "\n".
+
+        `[line for block in read_blocks() for line in block.split("\n")]` is exactly
+        `read_lines()`; a reader that works on whole slices (agent/ingest.py) takes
+        the blocks as they were decoded, without a str per line.
+        """
+        lines: list[str] = []
         budget = [max_bytes]
         self.more_pending = False
         now = self._monotonic()
         # The files rotated away first: a writer that has not reopened its log yet
         # still appends there (logrotate's create mode until postrotate, a daemon that
         # keeps its descriptor). Each is followed until it stopped growing for a while.
+        try:
+            if self._drain_rotated(lines, budget, now):
+                self._follow_path(lines, budget, now)
+        except (InputError, PermissionDeniedError, OSError):
+            if not lines:
+                raise
+            # Lines already read (a rotated file's last ones, the start of the new one)
+            # are not lost with the error: they are returned now; the next call meets
+            # the error again.
+            logger.debug("%s: cannot read the new file yet; returning what was read",
+                         self.path)
+        return lines
+
+    def _drain_rotated(self, lines: list[str], budget: list[Optional[int]], now: float) -> bool:
+        """Read the files rotated away; False when the budget ran out first."""
         for old in list(self._rotated):
             complete, grew = self._drain(old, lines, budget)
             if not complete:
                 self.more_pending = True
-                return lines
+                return False
             if grew:
                 old.quiet_since = now
             elif now - old.quiet_since >= self.linger_seconds:
                 self._retire(old, lines)
+        return True
+
+    def _follow_path(self, lines: list[str], budget: list[Optional[int]], now: float) -> None:
+        """Read the file at the path, following it to a new one (see `read_blocks`)."""
         # A few switches per call at most: each one needs a new file at the path.
         for _ in range(4):
-            try:
-                if self._file is None and not self._open_path():
-                    break
-            except (InputError, PermissionDeniedError):
-                if not lines:
-                    raise
-                # Lines already read (a rotated file's last ones) are not lost with the
-                # error: they are returned now; the next call meets the error again.
-                logger.debug("%s: cannot open the new file yet; returning what was read",
-                             self.path)
+            if self._file is None and not self._open_path():
                 break
             followed = self._file
             assert followed is not None
@@ -195,7 +217,6 @@ class LogTailer:
             self._file = None
             while len(self._rotated) > MAX_ROTATED_OPEN:
                 self._retire(self._rotated[0], lines)
-        return lines
 
     def close(self) -> None:
         for old in self._rotated:
@@ -300,7 +321,7 @@ class LogTailer:
         end = data.rfind(b"\n")
         if end >= 0:
             if end <= limit:
-                lines.extend(_decode_lines(data[:end]))
+                lines.append(data[:end].decode("utf-8", "replace"))  # one block of lines
             else:
                 for raw in data[:end].split(b"\n"):
                     lines.extend(self._pieces(raw))

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Optional
 
+from waagent_guard.agent.process import status_fields
 from waagent_guard.errors import (
     ConfigError,
     GuardError,
@@ -35,7 +36,7 @@ from waagent_guard.errors import (
     ServiceError,
     WriteError,
 )
-from waagent_guard.fsutil import read_text
+from waagent_guard.fsutil import read_file
 from waagent_guard.logsetup import LogThrottle, decision_fields
 
 logger = logging.getLogger(__name__)
@@ -86,14 +87,12 @@ def supplementary_groups(pid: int, proc_root: Path = Path("/proc")) -> tuple[int
     if pid <= 0:  # the peer lives in another pid namespace
         return ()
     try:
-        text = read_text(proc_root / str(pid) / "status", 16384, encoding="ascii",
-                         oversize="truncate")  # a few KiB in /proc
+        data = read_file(proc_root / str(pid) / "status", 16384,
+                         oversize="truncate")[0]  # a few KiB in /proc
     except OSError:
         return ()
-    for line in text.splitlines():
-        if line.startswith("Groups:"):
-            return tuple(int(word) for word in line.split()[1:] if word.isdigit())
-    return ()
+    groups = status_fields(data).get("Groups", "")  # split on "\n" only: see status_fields
+    return tuple(int(word) for word in groups.split() if word.isdigit())
 
 
 def _group_name(gid: int) -> str:

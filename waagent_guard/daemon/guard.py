@@ -42,6 +42,7 @@ from waagent_guard.fsutil import make_directory
 from waagent_guard.logsetup import MESSAGE_IDS, configure_daemon_logging, parse_level
 from waagent_guard.metrics import MetricsInput
 from waagent_guard.observe import Observation, assess, observe, resolve_conf_path
+from waagent_guard.observe import ask_manager as ask_manager_now  # `ask_manager` is a flag here
 from waagent_guard.service import make_service_manager
 from waagent_guard.service.manager import ServiceManager
 from waagent_guard.settings import Settings, load_settings
@@ -54,6 +55,13 @@ ManagerFactory = Callable[[Settings, Sysroot], ServiceManager]
 # The reconciliation a debounced file event asks for: it re-reads files but does not
 # ask the service manager again (the agent's exit is seen through its pidfd).
 FILES = "files"
+# While the agent daemon runs steadily as the unit's main process, a tick asks the
+# service manager (two `systemctl` runs) only every MANAGER_EVERY_TICKS-th time: the
+# daemon's exit wakes the loop through its pidfd and that look asks at once, and a
+# tick that finds another daemon PID (or none) asks too.
+MANAGER_EVERY_TICKS = 4
+# Directories under Lib.Dir the agent rewrites all the time and the guard never reads.
+AGENT_CHURN_DIRS = ("history", "events")
 
 
 class Guard:
@@ -113,6 +121,7 @@ class Guard:
         self.http: Optional[Exporter] = None
         self.checks: Optional[CheckWorker] = None
         self.next_tick = 0.0
+        self.ticks_since_manager = 0
         self.dirty_since: Optional[float] = None
         self.pending_paths: set[str] = set()
         self.stopping = False
@@ -297,35 +306,52 @@ class Guard:
 
     def _read_at_tick(self, path: str) -> bool:
         """Changes that need no look before the tick: log lines (already read as they
-        came) and the agent's own status rewrites under history/ (every ~6 s)."""
+        came), the agent's own status rewrites under history/ (every ~6 s) and its
+        telemetry under events/ (a file per logged error or event: every 2 s from an
+        agent that cannot reach the platform); the guard reads neither."""
         if os.path.dirname(path) == str(self.feed.log_path.parent):
             return True
         observation = self.observation
         if observation is None:
             return False
-        history = os.path.join(str(self.sysroot.path(observation.config.lib_dir)), "history")
-        return path == history or path.startswith(history + os.sep)
+        lib_dir = str(self.sysroot.path(observation.config.lib_dir))
+        for name in AGENT_CHURN_DIRS:
+            churn = os.path.join(lib_dir, name)
+            if path == churn or path.startswith(churn + os.sep):
+                return True
+        return False
 
-    def _observe(self, *, ask_manager: bool = True) -> Observation:
+    def _observe(self, *, ask_manager: bool = True, steady_tick: bool = False) -> Observation:
         self._consume_log()
         previous = self.observation
+        asking = ask_manager or previous is None
         observation = observe(
             self.sysroot,
             self.settings,
-            manager=self.manager if ask_manager or previous is None else None,
+            manager=self.manager if asking else None,
             log_signals=self.feed.signals,
             clock=self.clock,
             find_processes=self.find_processes,
         )
-        if not ask_manager and previous is not None:
+        if not asking and previous is not None:
+            unit, unit_error = previous.unit, previous.unit_error
+            system_state = previous.system_state
+            daemon = observation.daemon
+            if steady_tick and (
+                daemon is None or unit is None or unit.main_pid != daemon.pid
+            ):  # not the daemon the manager last named: ask now
+                unit, unit_error, system_state = ask_manager_now(self.manager)
+                asking = True
             observation = dataclasses.replace(
                 observation,
-                unit=previous.unit,
+                unit=unit,
                 unit_name=previous.unit_name,
                 manager_name=previous.manager_name,
-                unit_error=previous.unit_error,
-                system_state=previous.system_state,
+                unit_error=unit_error,
+                system_state=system_state,
             )
+        if asking:
+            self.ticks_since_manager = 0
         self.observation = observation
         self.loop.watch_pid(observation.daemon.pid if observation.daemon else None)
         return observation
@@ -340,7 +366,10 @@ class Guard:
             self.next_tick = self.monotonic() + self.settings.daemon.tick_seconds
             if not self.feed.following:
                 self.feed.open()
-        observation = self._observe(ask_manager=ask_manager)
+        steady_tick = why == "tick" and self._steady()
+        observation = self._observe(
+            ask_manager=ask_manager and not steady_tick, steady_tick=steady_tick
+        )
         if self.checks is not None and why == "tick":
             self.checks.sample_pressure(observation.time)
         self.leases.expire_if_due(agent_running=observation.daemon is not None)
@@ -348,6 +377,22 @@ class Guard:
         self._publish()
         self.notifier.status(self.status_line())
         log.debug("reconciled (%s): %s", why, self.status_line())
+
+    def _steady(self) -> bool:
+        """Whether this tick may skip the service manager (see MANAGER_EVERY_TICKS)."""
+        self.ticks_since_manager += 1
+        previous = self.observation
+        if previous is None or self.ticks_since_manager >= MANAGER_EVERY_TICKS:
+            return False
+        unit, daemon = previous.unit, previous.daemon
+        return (
+            unit is not None
+            and previous.unit_error is None
+            and daemon is not None
+            and unit.active_state == "active"
+            and unit.main_pid == daemon.pid
+            and unit.job is None
+        )
 
     def _publish(self) -> None:
         observation = self.observation

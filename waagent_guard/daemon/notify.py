@@ -99,6 +99,7 @@ class Notifier:
         self._pid = pid
         self._clock_monotonic = clock_monotonic
         self._reported_failure = False
+        self._last_status: Optional[str] = None
 
     @property
     def enabled(self) -> bool:
@@ -119,6 +120,10 @@ class Notifier:
         return self.send(READY="1", STATUS=status)
 
     def status(self, text: str) -> bool:
+        """Send STATUS= when it differs from the last one delivered (systemd keeps it):
+        every reconciliation asks, and most change nothing."""
+        if text == self._last_status:
+            return True
         return self.send(STATUS=text)
 
     def watchdog(self) -> bool:
@@ -156,6 +161,8 @@ class Notifier:
         except Exception as error:  # never let a notification failure kill the daemon
             self._report_failure(error)
             return False
+        if fields.get("STATUS") is not None:
+            self._last_status = str(fields["STATUS"])
         return True
 
     def _send_datagram(self, payload: bytes) -> None:

@@ -222,7 +222,7 @@ def test_another_users_lookalike_daemon_does_not_hide_the_agents_death(world: Wo
     world.guard.reconcile("start")
     argv = ("/usr/bin/python3", "-u", str(world.root / "usr/sbin/waagent"), "-daemon")
     world.kill_agent()
-    world.add_process(argv, uid=65534)
+    world.add_process(argv, uid=65534 if os.geteuid() != 65534 else 65533)
     world.manager.unit_state = FAILED
     world.guard.reconcile("agent exited")
     assert _restarts(world) == {"process_gone": 1}
@@ -299,3 +299,59 @@ def test_an_expired_lease_that_cannot_be_written_is_retried_at_the_next_tick(
     world.guard.reconcile("tick")
     assert "Logs.Verbose=y" not in world.conf.read_text()
     assert world.guard.leases.expiry is None
+
+
+# -- issue 15: a quiet tick ------------------------------------------------------------------
+
+
+def _steady(world: World) -> None:
+    world.start_agent()
+    world.manager.unit_state = UnitState(
+        active_state="active", sub_state="running", main_pid=world.agent_pid
+    )
+    world.guard.reconcile("start")
+
+
+def test_a_steady_agent_costs_one_look_at_the_manager_per_four_ticks(world: World) -> None:
+    from waagent_guard.daemon.guard import MANAGER_EVERY_TICKS
+
+    _steady(world)
+    asked = world.manager.state_calls
+    for _ in range(2 * MANAGER_EVERY_TICKS):
+        world.guard.reconcile("tick")
+    assert world.manager.state_calls == asked + 2
+    assert world.guard.observation is not None
+    assert world.guard.observation.unit == world.manager.unit_state  # carried, not lost
+
+
+def test_a_tick_that_finds_no_daemon_asks_the_manager_and_repairs(world: World) -> None:
+    """The exit was missed (no pidfd event): the tick sees no daemon and asks at once."""
+    _steady(world)
+    asked = world.manager.state_calls
+    world.kill_agent()
+    world.manager.unit_state = FAILED
+    world.guard.reconcile("tick")
+    assert world.manager.state_calls == asked + 1
+    assert world.manager.calls == ["start"]
+    assert _restarts(world) == {"process_gone": 1}
+
+
+def test_a_tick_that_finds_another_daemon_pid_asks_the_manager(world: World) -> None:
+    _steady(world)
+    asked = world.manager.state_calls
+    world.start_agent()  # replaced behind the guard's back: a new PID
+    world.guard.reconcile("tick")
+    assert world.manager.state_calls == asked + 1
+    assert world.manager.calls == []
+
+
+def test_an_agent_not_known_as_the_units_main_process_is_asked_about_every_tick(
+    world: World,
+) -> None:
+    world.start_agent()
+    world.manager.unit_state = RUNNING  # no MainPID reported
+    world.guard.reconcile("start")
+    asked = world.manager.state_calls
+    for _ in range(3):
+        world.guard.reconcile("tick")
+    assert world.manager.state_calls == asked + 3

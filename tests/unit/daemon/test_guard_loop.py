@@ -83,8 +83,9 @@ def test_log_lines_and_the_agents_history_rewrites_wait_for_the_tick(world: Worl
     running(world)
     first = world.guard.observation
     history = world.root / "var/lib/waagent/history/2026-11-26.zip"
+    events = world.root / "var/lib/waagent/events/1764741952667947.tld"  # issue 15
     log = world.root / "var/log/waagent.log"
-    world.guard.handle(Wakeup(paths={str(history), str(log)}))
+    world.guard.handle(Wakeup(paths={str(history), str(events), str(log)}))
     world.monotonic.advance(1)
     world.guard.handle(Wakeup())
     assert world.guard.observation is first  # published again, not observed again
