@@ -893,12 +893,6 @@ class Leak:
     offset: int  # byte offset in the member where the surviving secret starts
 
 
-def leak_patterns(
-    rules: Sequence[Rule] = DEFAULT_RULES,
-) -> tuple[tuple[str, re.Pattern[bytes]], ...]:
-    return tuple((rule.name, rule.leak) for rule in rules if rule.leak is not None)
-
-
 def leak_checks(rules: Sequence[Rule] = DEFAULT_RULES) -> tuple[LeakCheck, ...]:
     """(rule name, leak pattern, the rule's anchors) for every rule with a leak pattern."""
     return tuple((rule.name, rule.leak, rule.anchors) for rule in rules if rule.leak is not None)
