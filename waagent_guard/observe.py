@@ -322,7 +322,7 @@ def _pidfile_state(sysroot: Sysroot, pid_file: str) -> PidfileState:
     return check_pidfile(sysroot.path(pid_file), sysroot.proc)
 
 
-def ask_manager(
+def unit_facts(
     manager: ServiceManager,
 ) -> tuple[Optional[UnitState], Optional[str], Optional[str]]:
     """(unit state, why it could not be read, system state) from the service manager."""
@@ -373,7 +373,7 @@ def observe(
     pidfile = _pidfile_state(sysroot, config.pid_file)
     pid_path = pidfile.path
     unit, unit_error, system_state = (
-        ask_manager(manager) if manager is not None else (None, None, None)
+        unit_facts(manager) if manager is not None else (None, None, None)
     )
     return Observation(
         time=now,

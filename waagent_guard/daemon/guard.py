@@ -41,8 +41,7 @@ from waagent_guard.errors import ConfigError, GuardError
 from waagent_guard.fsutil import make_directory
 from waagent_guard.logsetup import MESSAGE_IDS, configure_daemon_logging, parse_level
 from waagent_guard.metrics import MetricsInput
-from waagent_guard.observe import Observation, assess, observe, resolve_conf_path
-from waagent_guard.observe import ask_manager as ask_manager_now  # `ask_manager` is a flag here
+from waagent_guard.observe import Observation, assess, observe, resolve_conf_path, unit_facts
 from waagent_guard.service import make_service_manager
 from waagent_guard.service.manager import ServiceManager
 from waagent_guard.settings import Settings, load_settings
@@ -340,7 +339,7 @@ class Guard:
             if steady_tick and (
                 daemon is None or unit is None or unit.main_pid != daemon.pid
             ):  # not the daemon the manager last named: ask now
-                unit, unit_error, system_state = ask_manager_now(self.manager)
+                unit, unit_error, system_state = unit_facts(self.manager)
                 asking = True
             observation = dataclasses.replace(
                 observation,
