@@ -48,6 +48,7 @@ from waagent_guard.sysroot import Sysroot
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+PUMP_CHUNK = 1024 * 1024  # the redactor's gate scans a chunk per literal: fewer, bigger calls
 SPOOL_MEMORY = 1024 * 1024
 STDERR_TAIL = 4096
 GZIP_RATIO_LIMIT = 200  # decompressed bytes per compressed byte before we call it a bomb
@@ -149,7 +150,7 @@ def pump(read: Callable[[int], bytes], limit: int, redactor: Redactor, sink: Mem
     consumed = 0
     skipping = skip_first_line
     while consumed < limit:
-        chunk = read(min(CHUNK, limit - consumed))
+        chunk = read(min(PUMP_CHUNK, limit - consumed))
         if not chunk:
             break
         consumed += len(chunk)

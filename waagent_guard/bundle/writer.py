@@ -23,9 +23,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, Optional, cast
 
 from waagent_guard.bundle.archive import MANIFEST_NAME, verify_archive
+from waagent_guard.bundle.compress import BLOCK_BYTES, CompressingWriter
 from waagent_guard.bundle.plan import Plan, Skipped
 from waagent_guard.bundle.sources import (
     CommandRunner,
@@ -146,12 +147,25 @@ class BundleWriter:
                               self.max_line_bytes)
         if self.never_collect is not None:
             reader.never_collect = self.never_collect
+        compressor = CompressingWriter(raw, compression)
+        try:
+            manifest = self._write_members(compressor, plan, top, reader, max_total_bytes)
+            compressor.close()
+        except BaseException:
+            compressor.abort()
+            raise
+        self._report("")
+        return manifest
+
+    def _write_members(self, compressor: CompressingWriter, plan: Plan, top: str,
+                       reader: SourceReader, max_total_bytes: int) -> dict[str, Any]:
+        work_dir = reader.spool_dir
         members: list[dict[str, Any]] = []
         skipped: list[Skipped] = list(plan.skipped)
         totals: Counter[str] = Counter()
         written = 0
-        mode = "w:xz" if compression == "xz" else "w:gz"
-        with tarfile.open(fileobj=raw, mode=mode, format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=cast(BinaryIO, compressor), mode="w",  # type: ignore[call-overload]
+                          format=tarfile.PAX_FORMAT, copybufsize=BLOCK_BYTES) as archive:
             count = len(plan.entries)
             for index, entry in enumerate(plan.entries, start=1):
                 self._report(f"bundle: {index}/{count} {entry.member}")
@@ -191,13 +205,12 @@ class BundleWriter:
                             for item in skipped],
             }
             data = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
-            sink = MemberSink(Path(work_dir))
+            sink = MemberSink(work_dir)
             try:
                 sink.write(data)
                 self._add(archive, f"{top}/{MANIFEST_NAME}", sink, None)
             finally:
                 sink.close()
-        self._report("")
         return manifest
 
     @staticmethod
