@@ -28,6 +28,10 @@ def host_like_agent(directory: Path) -> Iterator[int]:
     script.write_text("import time\ntime.sleep(120)\n")
     process = subprocess.Popen([sys.executable, "-u", str(script), "-daemon"])
     try:
+        # Popen can return while /proc/PID/cmdline still shows the parent's command
+        # line (seen under load): wait for the exec, or the scan misses it (a flake).
+        cmdline = Path(f"/proc/{process.pid}/cmdline")
+        wait_for(lambda: str(script).encode() in cmdline.read_bytes(), what="the exec")
         yield process.pid
     finally:
         process.kill()
