@@ -191,7 +191,8 @@ class SnapshotCache:
 
     At most `max_variants` answers are kept, the least recently used going first: a
     client cycling through odd variants (`name[]` filters, Accept versions) costs a
-    rendering per request for itself, and Prometheus's own variant stays cached."""
+    rendering per request for itself, and at most one more for the next scrape of a
+    variant it pushed out. An error answer is never kept."""
 
     def __init__(
         self,
