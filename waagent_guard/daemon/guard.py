@@ -308,9 +308,11 @@ class Guard:
         came), the agent's own status rewrites under history/ (every ~6 s) and its
         telemetry under events/ (a file per logged error or event: every 2 s from an
         agent that cannot reach the platform); the guard reads neither."""
-        if os.path.dirname(path) == str(self.feed.log_path.parent):
-            return True
         observation = self.observation
+        log_dir = str(self.feed.log_path.parent)
+        if path == log_dir or os.path.dirname(path) == log_dir:
+            # the directory's own "modified" comes with every line appended in it
+            return observation is None or path != str(observation.conf_path)
         if observation is None:
             return False
         lib_dir = str(self.sysroot.path(observation.config.lib_dir))
