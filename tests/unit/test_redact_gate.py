@@ -160,3 +160,31 @@ def test_gated_and_ungated_agree_on_the_whole_corpus_framed_in_log_lines() -> No
     gated = _redact(data, 65536, gated=True, mid=False)
     assert gated == _redact(data, 65536, gated=False, mid=False)
     assert CANARY not in gated[0]
+
+
+def test_a_block_every_few_lines_scans_each_byte_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torture fuzz (case 1361, waagent.log repeated 5,000 times: a PEM key and a
+    protectedSettings object every few lines) took 25 s to bundle 3 MB: the fast path
+    left at every block and scanned the rest of its 1 MiB window again each time."""
+    import waagent_guard.redact as redact_module
+
+    unit = (b"2024-01-02T00:00:00.000001Z INFO Daemon Azure Linux Agent Version: 2.9.1.1\n"
+            b"2024-01-02T00:00:01.000001Z INFO ExtHandler Settings: "
+            b'{"protectedSettings": "CANARY-x", "publicSettings": {}}\n'
+            b"2024-01-02T00:00:03.000001Z ERROR ExtHandler Certificate dump:\n"
+            + ALL_FORMS["pem_private_key"] + b"\n"
+            + b"2024-01-02T00:00:04.000001Z INFO ExtHandler done\n")
+    data = unit * 2000
+    scanned = []
+    real = redact_module.gate_hits
+
+    def counting(chunk: bytes, start: int = 0, end: int | None = None) -> list[int]:
+        scanned.append((len(chunk) if end is None else end) - start)
+        return real(chunk, start, end)
+
+    monkeypatch.setattr(redact_module, "gate_hits", counting)
+    gated = _redact(data, 1 << 20, gated=True, mid=False)
+    assert sum(scanned) <= 2 * len(data)
+    monkeypatch.undo()
+    assert gated == _redact(data, 1 << 20, gated=False, mid=False)
+    assert CANARY not in gated[0]
