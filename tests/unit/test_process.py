@@ -95,6 +95,18 @@ def add_process(
     return directory
 
 
+def fail_opening(monkeypatch: pytest.MonkeyPatch, suffix: str, error: OSError) -> None:
+    """os.open raises `error` for every path ending in `suffix`."""
+    real_open = os.open
+
+    def failing(path: Any, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(suffix):
+            raise error
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("os.open", failing)
+
+
 # --- command lines --------------------------------------------------------------------
 
 
@@ -276,14 +288,7 @@ def test_unreadable_status_is_not_the_agent(
 ) -> None:
     proc = make_proc(tmp_path)
     add_process(proc, 499, DAEMON_ARGV)
-    real_open = os.open
-
-    def denied(path: Any, *args: Any, **kwargs: Any) -> int:
-        if str(path).endswith("/status"):
-            raise PermissionError(errno.EACCES, "Permission denied")
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr("os.open", denied)
+    fail_opening(monkeypatch, "/status", PermissionError(errno.EACCES, "Permission denied"))
     assert find_agent_processes(proc, clock_ticks=TICKS) == ()
 
 
@@ -307,14 +312,7 @@ def test_emfile_reading_a_process_is_an_error_not_an_empty_answer(
 ) -> None:
     proc = make_proc(tmp_path)
     add_process(proc, 499, DAEMON_ARGV)
-    real_open = os.open
-
-    def no_fds(path: Any, *args: Any, **kwargs: Any) -> int:
-        if str(path).endswith("cmdline"):
-            raise OSError(errno.EMFILE, "Too many open files")
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr("os.open", no_fds)
+    fail_opening(monkeypatch, "cmdline", OSError(errno.EMFILE, "Too many open files"))
     with pytest.raises(ProcessScanError, match="Too many open files"):
         find_agent_processes(proc)
 
