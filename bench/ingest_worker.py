@@ -50,23 +50,9 @@ def main(argv: list[str]) -> int:
     elif mode == "parse":
         ingest = LogIngest(tz=timezone.utc)
         signals = ingest.signals
-        rest = b""
-        with path.open("rb") as log:
-            while True:
-                data = log.read(READ_SLICE_BYTES)
-                if not data:
-                    break
-                data = rest + data
-                end = data.rfind(b"\n")
-                if end < 0:
-                    rest = data
-                    continue
-                rest = data[end + 1 :]
-                lines += data.count(b"\n", 0, end + 1)
-                ingest.feed_block(data[:end].decode("utf-8", "replace"))
-        if rest:
-            lines += 1
-            ingest.feed_block(rest.decode("utf-8", "replace"))
+        for data in _slices(path, READ_SLICE_BYTES):  # whole lines, without the last "\n"
+            lines += data.count(b"\n") + 1
+            ingest.feed_block(data.decode("utf-8", "replace"))
         ingest.flush()
     else:
         ingest = LogIngest(tz=timezone.utc)
