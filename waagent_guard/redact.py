@@ -423,22 +423,6 @@ def gate_matches(line: bytes) -> bool:
     return any(word in lowered for word in GATE_WORDS) or bool(GATE_BASE64.search(line))
 
 
-def anchored(anchors: Sequence[Anchor], line: bytes, lowered: bytes) -> bool:
-    """Whether `line` (`lowered` is line.lower()) holds one of a rule's anchors.
-
-    No anchors: always (a rule nobody anchored runs on every line the gate passes).
-    """
-    if not anchors:
-        return True
-    for anchor in anchors:
-        if isinstance(anchor, bytes):
-            if anchor in lowered:
-                return True
-        elif anchor.search(line):
-            return True
-    return False
-
-
 class AnchorIndex:
     """Which of several anchor sets a line holds, with one look for each distinct anchor.
 

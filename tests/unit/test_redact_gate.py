@@ -24,10 +24,10 @@ from waagent_guard.redact import (
     DEFAULT_RULES,
     GATE_BASE64,
     GATE_WORDS,
+    AnchorIndex,
     BlockRule,
     Redactor,
     SubstitutionRule,
-    anchored,
     find_leaks,
     gate_matches,
 )
@@ -54,7 +54,9 @@ def _substitute(rule: SubstitutionRule, text: bytes) -> bytes:
 
 
 def _fires(rule: SubstitutionRule | BlockRule, line: bytes) -> bool:
-    return anchored(rule.anchors, line, line.lower())
+    """Whether the redactor's own index (the production path) lets `rule` run on `line`."""
+    index = AnchorIndex([rule.anchors])
+    return index.fires(0, index.present(line, line.lower()))
 
 
 def test_every_rule_has_anchors_and_each_holds_a_gate_word() -> None:
