@@ -36,6 +36,9 @@ _HOLDBACK_LIMIT_BYTES = 256 * 1024
 _SCAN_CHUNK = 1024 * 1024
 _SCAN_OVERLAP = 1024  # longer than any leak pattern's match
 _OVERLONG_OVERLAP = 512  # longer than any block token
+# Clean runs shorter than this are not reported (gating them again costs less than
+# keeping their offsets; the verification's memory stays bounded).
+MIN_CLEAN_BYTES = 4096
 
 Replacement = Union[bytes, Callable[["re.Match[bytes]"], bytes]]
 Anchor = Union[bytes, "re.Pattern[bytes]"]
@@ -550,8 +553,15 @@ class Redactor:
         # (data, start, covered end, hits) of the fast path's current `feed` call
         self._hits: Optional[tuple[bytes, int, int, list[int]]] = None
         self._whole = False  # the stream is key/certificate material: drop everything
+        # The pieces of the current `feed` output that the fast path copied because the
+        # gate found nothing in them (indices into its `out` list), and, for the last
+        # output returned, their (start, end) offsets in it: see `clean_ranges`.
+        self._clean_pieces: list[int] = []
+        self._last_output: Optional[bytes] = None
+        self._last_clean: list[tuple[int, int]] = []
 
     def feed(self, data: bytes) -> bytes:
+        self._last_output = None
         if self._head is not None:
             self._head += data
             if len(self._head) < 16:
@@ -592,7 +602,37 @@ class Redactor:
                 self._partial.clear()
                 out.append(self._line(line))
         self._hits = None  # never keeps the caller's chunk alive
-        return b"".join(out)
+        return self._output(out)
+
+    def _output(self, out: list[bytes]) -> bytes:
+        """Join `out`; remember which byte ranges of the result the gate passed as clean."""
+        result = b"".join(out)
+        clean: list[tuple[int, int]] = []
+        if self._clean_pieces:
+            pieces = iter(self._clean_pieces)
+            wanted = next(pieces)
+            position = 0
+            for index, piece in enumerate(out):
+                if index == wanted:
+                    if len(piece) >= MIN_CLEAN_BYTES:
+                        clean.append((position, position + len(piece)))
+                    wanted = next(pieces, -1)
+                position += len(piece)
+            self._clean_pieces = []
+        self._last_output = result
+        self._last_clean = clean
+        return result
+
+    def clean_ranges(self, output: bytes) -> list[tuple[int, int]]:
+        """(start, end) ranges of `output` in which the gate found no literal at all.
+
+        Only for the very object the last `feed` returned (anything else gets none): the
+        verification skips those bytes, since `gate_hits` on them gave nothing, and on the
+        same bytes it gives nothing again. Only runs of at least `MIN_CLEAN_BYTES`.
+        """
+        if output is not self._last_output:
+            return []
+        return self._last_clean
 
     def _fast(self) -> bool:
         return self.gated and not (self._partial or self._overlong or self._active is not None
@@ -610,11 +650,13 @@ class Redactor:
                 continue
             line_start = max(data.rfind(b"\n", start, hit) + 1, position)
             line_end = data.find(b"\n", hit, end) + 1
+            self._clean_pieces.append(len(out))
             out.append(data[position:line_start])
             out.append(self._redact_line(data[line_start:line_end]))
             position = line_end
             if not self._fast():
                 return position
+        self._clean_pieces.append(len(out))
         out.append(data[position:end])
         return end
 
@@ -927,23 +969,92 @@ def find_leaks(stream: BinaryIO, rules: Sequence[Rule] = DEFAULT_RULES, *,
     rule's anchors), plus binary key/certificate material by its bytes. `gated=False`
     searches every line with every pattern: the reference the tests compare with.
     """
-    checks = (*leak_checks(rules), (DER_RULE, _DER_SIGNATURE, _DER_ANCHORS))
-    index = AnchorIndex([anchors for _, _, anchors in checks])
-    window = b""
-    window_offset = 0
-    pending = next(_chunks(stream), None)
-    iterator = _chunks(stream)
-    first = True
-    while pending is not None:
-        following = next(iterator, None)
-        window += pending
-        if first and _DER_HEAD.match(window) and window[1:2] >= b"\x81":
+    scanner = LeakScanner(rules, gated=gated)
+    for chunk in _chunks(stream):
+        leak = scanner.feed(chunk)
+        if leak is not None:
+            return leak
+    return scanner.finish()
+
+
+class LeakScanner:
+    """`find_leaks` fed chunk by chunk: one member (or any byte stream) from its start.
+
+    `feed(chunk, clean)` may name (start, end) ranges of `chunk` in which the gate
+    found nothing (`Redactor.clean_ranges`): they are not gated again. Every other
+    byte is, and the lines the gate matches are searched with the leak patterns exactly
+    as `find_leaks` does. A range is trusted only for its whole lines (the partial lines
+    at its edges are gated), so a wrong range can only claim lines it holds completely.
+    """
+
+    def __init__(self, rules: Sequence[Rule] = DEFAULT_RULES, *, gated: bool = True) -> None:
+        self._checks = (*leak_checks(rules), (DER_RULE, _DER_SIGNATURE, _DER_ANCHORS))
+        self._index = AnchorIndex([anchors for _, _, anchors in self._checks])
+        self.gated = gated
+        self._window = b""
+        self._offset = 0  # stream offset of self._window[0]
+        self._head = b""  # the first bytes, until there are two (the DER header check)
+        self._started = False
+        self.gated_bytes = 0  # bytes gate_hits looked at (the tests count them)
+
+    def feed(self, chunk: bytes, clean: Sequence[tuple[int, int]] = ()) -> Optional[Leak]:
+        if not chunk:
+            return None
+        leak = self._start(chunk)
+        if leak is not None:
+            return leak
+        keep = len(self._window)
+        window = self._window + chunk
+        return self._scan(window, False, [(keep + a, keep + b) for a, b in clean])
+
+    def finish(self) -> Optional[Leak]:
+        if not self._started and self._head:
+            leak = self._check_head(self._head)
+            if leak is not None:
+                return leak
+        return self._scan(self._window, True, [])
+
+    def _start(self, chunk: bytes) -> Optional[Leak]:
+        if self._started:
+            return None
+        self._head += chunk[:2]
+        if len(self._head) < 2:
+            return None
+        self._started = True
+        return self._check_head(self._head)
+
+    @staticmethod
+    def _check_head(head: bytes) -> Optional[Leak]:
+        if _DER_HEAD.match(head) and head[1:2] >= b"\x81":
             return Leak(DER_RULE, 0)
-        first = False
-        final = following is None
+        return None
+
+    def _hits(self, window: bytes, clean: list[tuple[int, int]]) -> list[int]:
+        if not self.gated:
+            return _line_starts(window)
+        hits: list[int] = []
+        position = 0
+        for start, end in clean:
+            # Trust whole lines only: [start, end) shrinks to the lines it holds entirely.
+            if start > 0 and window[start - 1] != 0x0A:
+                start = window.find(b"\n", start, end) + 1 or end
+            if end < len(window) and window[end - 1] != 0x0A:
+                end = window.rfind(b"\n", start, end) + 1 or start
+            if end <= start or start < position:
+                continue
+            if start > position:
+                hits += gate_hits(window, position, start)
+                self.gated_bytes += start - position
+            position = end
+        hits += gate_hits(window, position, len(window))
+        self.gated_bytes += len(window) - position
+        return hits
+
+    def _scan(self, window: bytes, final: bool, clean: list[tuple[int, int]]) -> Optional[Leak]:
+        index, checks = self._index, self._checks
         limit = len(window) if final else len(window) - _SCAN_OVERLAP // 2
         checked = -1
-        for hit in (gate_hits(window) if gated else _line_starts(window)):
+        for hit in self._hits(window, clean):
             if hit >= limit:
                 break
             if hit < checked:
@@ -953,7 +1064,7 @@ def find_leaks(stream: BinaryIO, rules: Sequence[Rule] = DEFAULT_RULES, *,
             line_end = len(window) if line_end < 0 else line_end + 1
             checked = line_end
             line = window[line_start:line_end]
-            present = index.present(line, line.lower()) if gated else -1
+            present = index.present(line, line.lower()) if self.gated else -1
             for number, (name, pattern, _) in enumerate(checks):
                 if not index.fires(number, present):
                     continue
@@ -961,12 +1072,11 @@ def find_leaks(stream: BinaryIO, rules: Sequence[Rule] = DEFAULT_RULES, *,
                     if match.start() >= limit:
                         break
                     if final or match.end() < len(window) - 64:
-                        return Leak(name, window_offset + match.start())
+                        return Leak(name, self._offset + match.start())
         keep = window[-_SCAN_OVERLAP:]
-        window_offset += len(window) - len(keep)
-        window = keep
-        pending = following
-    return None
+        self._offset += len(window) - len(keep)
+        self._window = keep
+        return None
 
 
 def _line_starts(data: bytes) -> list[int]:

@@ -17,7 +17,7 @@ import lzma
 import queue
 import sys
 import threading
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO, Optional, Union, cast
 
 GZIP_LEVEL = 6
 XZ_PRESET = 6
@@ -28,16 +28,34 @@ QUEUE_BLOCKS = 4
 SWITCH_INTERVAL = 0.0005
 
 
+class _Counting:
+    """The output file as the compressor sees it, counting the bytes written to it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self.raw.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
 class CompressingWriter:
     """A write-only file object for `tarfile.open(fileobj=..., mode="w")`."""
 
     def __init__(self, raw: BinaryIO, compression: str = "gz") -> None:
         self._file: Union[gzip.GzipFile, lzma.LZMAFile]
+        self._raw = _Counting(raw)
+        out = cast(BinaryIO, self._raw)
         if compression == "xz":
-            self._file = lzma.LZMAFile(raw, "wb", preset=XZ_PRESET)  # noqa: SIM115 (closed by the worker)
+            self._file = lzma.LZMAFile(out, "wb", preset=XZ_PRESET)  # noqa: SIM115 (closed by the worker)
         else:
             self._file = gzip.GzipFile(
-                filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL)
+                filename="", mode="wb", fileobj=out, compresslevel=GZIP_LEVEL)
         self._buffer = bytearray()
         self._position = 0
         self._queue: queue.Queue[Optional[bytes]] = queue.Queue(maxsize=QUEUE_BLOCKS)
@@ -71,8 +89,12 @@ class CompressingWriter:
     def write(self, data: bytes) -> int:
         self._raise()
         self._position += len(data)
-        if not self._buffer and len(data) >= BLOCK_BYTES:
-            self._queue.put(bytes(data))  # no copy for bytes: tarfile hands over whole blocks
+        if len(data) >= BLOCK_BYTES:
+            # No copy: tarfile hands over whole blocks (bytes); a header before goes first.
+            if self._buffer:
+                self._queue.put(bytes(self._buffer))
+                self._buffer.clear()
+            self._queue.put(bytes(data))
             return len(data)
         self._buffer += data
         if len(self._buffer) >= BLOCK_BYTES:
@@ -82,6 +104,11 @@ class CompressingWriter:
 
     def tell(self) -> int:
         return self._position
+
+    @property
+    def raw_bytes(self) -> int:
+        """Compressed bytes written to the output so far (all of them after `close`)."""
+        return self._raw.written
 
     def close(self) -> None:
         """Compress what is left, finish the stream, and raise the worker's failure."""

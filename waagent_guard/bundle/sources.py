@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+from array import array
 import hashlib
 import logging
 import os
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 PUMP_CHUNK = 1024 * 1024  # the redactor's gate scans a chunk per literal: fewer, bigger calls
 SPOOL_MEMORY = 1024 * 1024
+MAX_CLEAN_RANGES = 256 * 1024  # per member: 4 MiB of offsets; further runs are gated again
 STDERR_TAIL = 4096
 GZIP_RATIO_LIMIT = 200  # decompressed bytes per compressed byte before we call it a bomb
 LISTING_LIMIT = 10000
@@ -67,7 +69,13 @@ def open_regular(path: Path) -> int:
 
 
 class MemberSink:
-    """A spool for one member that counts and hashes; write failures are `WriteError`s."""
+    """A spool for one member that counts and hashes; write failures are `WriteError`s.
+
+    `clean` holds (start, end) offset pairs, flat, of the runs the redactor's gate found
+    nothing in (`Redactor.clean_ranges`): the verification does not gate them again
+    (waagent_guard/bundle/verify.py). `crc` (crc32 of every byte written) lets it check
+    that what `tarfile` reads back is what was written.
+    """
 
     def __init__(self, directory: Optional[Path]) -> None:
         spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (closed by owner)
@@ -76,16 +84,24 @@ class MemberSink:
         self.file = cast(BinaryIO, spool)
         self.size = 0
         self.digest = hashlib.sha256()
+        self.crc = 0
+        self.clean: array[int] = array("q")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, clean: Sequence[tuple[int, int]] = ()) -> None:
         if not data:
             return
         try:
             self.file.write(data)
         except OSError as error:
             raise _write_error(error, "spooling a member") from error
+        for start, end in clean:
+            if len(self.clean) >= 2 * MAX_CLEAN_RANGES:
+                break
+            self.clean.append(self.size + start)
+            self.clean.append(self.size + end)
         self.size += len(data)
         self.digest.update(data)
+        self.crc = zlib.crc32(data, self.crc)
 
     def close(self) -> None:
         self.file.close()
@@ -162,7 +178,8 @@ def pump(read: Callable[[int], bytes], limit: int, redactor: Redactor, sink: Mem
             skipping = False
         if line_filter is not None:
             chunk = line_filter.feed(chunk)
-        sink.write(redactor.feed(chunk))
+        out = redactor.feed(chunk)
+        sink.write(out, redactor.clean_ranges(out))
     if line_filter is not None:
         sink.write(redactor.feed(line_filter.finish()))
     return consumed

@@ -2,10 +2,12 @@
 
 The archive is written under a temporary name (mode 0600) in the destination's
 directory, member by member from bounded spools, with the must-haves first and
-a running total against the total cap. MANIFEST.json is the last member. Then
-`archive.verify_archive` re-reads it and deletes it if a secret survived; only
-a verified archive is renamed into place or streamed to stdout. Any failure to
-write (a full disk) removes the temporary file and raises `WriteError`.
+a running total against the total cap. MANIFEST.json is the last member. Every
+byte of the tar stream is verified on its way to the compressor
+(`verify.VerifyingWriter`): a surviving secret stops the write and the temporary
+file is deleted. After the compressor finished, the file's size must equal what
+it wrote. Only then is the archive renamed into place or streamed to stdout. Any
+failure to write (a full disk) removes the temporary file and raises `WriteError`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Optional, cast
 
-from waagent_guard.bundle.archive import MANIFEST_NAME, verify_archive
+from waagent_guard.bundle.archive import MANIFEST_NAME
 from waagent_guard.bundle.compress import BLOCK_BYTES, CompressingWriter
 from waagent_guard.bundle.plan import Plan, Skipped
 from waagent_guard.bundle.sources import (
@@ -36,7 +38,8 @@ from waagent_guard.bundle.sources import (
     open_regular,
     run_command,
 )
-from waagent_guard.errors import WriteError
+from waagent_guard.bundle.verify import VerifyingWriter
+from waagent_guard.errors import GuardError, WriteError
 from waagent_guard.fsutil import fsync_directory
 from waagent_guard.redact import DEFAULT_MAX_LINE_BYTES, DEFAULT_RULES, Rule
 from waagent_guard.sysroot import Sysroot
@@ -106,13 +109,14 @@ class BundleWriter:
         try:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "wb") as raw:
-                manifest = self._write_tar(raw, plan, top, work_dir, max_total_bytes, compression)
+                manifest, written = self._write_tar(raw, plan, top, work_dir, max_total_bytes,
+                                                    compression)
                 raw.flush()
                 os.fsync(raw.fileno())
-            expected = [member["name"] for member in manifest["members"]]
-            expected.append(f"{top}/{MANIFEST_NAME}")
-            verify_archive(temp, expected, self.leak_rules)
-            size = temp.stat().st_size
+                size = os.fstat(raw.fileno()).st_size
+            if size != written:
+                raise GuardError(f"{label}: the written archive has {size} bytes, the compressor "
+                                 f"wrote {written}; the bundle was deleted")
             if stream is not None:
                 with open(temp, "rb") as verified:
                     while chunk := verified.read(_COPY_CHUNK):
@@ -142,29 +146,34 @@ class BundleWriter:
             raise
 
     def _write_tar(self, raw: BinaryIO, plan: Plan, top: str, work_dir: Path,
-                   max_total_bytes: int, compression: str) -> dict[str, Any]:
+                   max_total_bytes: int, compression: str) -> tuple[dict[str, Any], int]:
+        """Write and verify the archive into `raw`: the manifest, and the bytes written."""
         reader = SourceReader(self.sysroot, Path(work_dir), self.rules, self.opener, self.runner,
                               self.max_line_bytes)
         if self.never_collect is not None:
             reader.never_collect = self.never_collect
         compressor = CompressingWriter(raw, compression)
         try:
-            manifest = self._write_members(compressor, plan, top, reader, max_total_bytes)
+            verifier = VerifyingWriter(compressor, self.leak_rules)
+            manifest = self._write_members(verifier, plan, top, reader, max_total_bytes)
+            verifier.close()
             compressor.close()
         except BaseException:
             compressor.abort()
             raise
         self._report("")
-        return manifest
+        log.debug("bundle: verified %d bytes, %d of them gated again", verifier.position,
+                  verifier.gated_bytes)
+        return manifest, compressor.raw_bytes
 
-    def _write_members(self, compressor: CompressingWriter, plan: Plan, top: str,
+    def _write_members(self, verifier: VerifyingWriter, plan: Plan, top: str,
                        reader: SourceReader, max_total_bytes: int) -> dict[str, Any]:
         work_dir = reader.spool_dir
         members: list[dict[str, Any]] = []
         skipped: list[Skipped] = list(plan.skipped)
         totals: Counter[str] = Counter()
         written = 0
-        with tarfile.open(fileobj=cast(BinaryIO, compressor), mode="w",  # type: ignore[call-overload]
+        with tarfile.open(fileobj=cast(BinaryIO, verifier), mode="w",  # type: ignore[call-overload]
                           format=tarfile.PAX_FORMAT, copybufsize=BLOCK_BYTES) as archive:
             count = len(plan.entries)
             for index, entry in enumerate(plan.entries, start=1):
@@ -184,7 +193,7 @@ class BundleWriter:
                             skipped.append(Skipped(result.source, TOTAL_CAP_REASON, entry.item))
                             continue
                         name = f"{top}/{result.member}"
-                        self._add(archive, name, result.sink, result.mtime)
+                        self._add(archive, verifier, name, result.sink, result.mtime)
                     finally:
                         result.sink.close()
                     written += result.sink.size
@@ -208,20 +217,22 @@ class BundleWriter:
             sink = MemberSink(work_dir)
             try:
                 sink.write(data)
-                self._add(archive, f"{top}/{MANIFEST_NAME}", sink, None)
+                self._add(archive, verifier, f"{top}/{MANIFEST_NAME}", sink, None)
             finally:
                 sink.close()
         return manifest
 
     @staticmethod
-    def _add(archive: tarfile.TarFile, name: str, sink: MemberSink, mtime: Optional[float]) -> None:
+    def _add(archive: tarfile.TarFile, verifier: VerifyingWriter, name: str, sink: MemberSink,
+             mtime: Optional[float]) -> None:
         info = tarfile.TarInfo(name)
         info.size = sink.size
         info.mode = 0o600
         info.mtime = int(mtime if mtime is not None else time.time())
         info.uname = info.gname = "root"
         sink.file.seek(0)
-        archive.addfile(info, sink.file)
+        archive.addfile(info, verifier.source(name, sink))  # type: ignore[arg-type]
+        verifier.end_member()
 
     def _report(self, message: str) -> None:
         if self.progress is not None:
