@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import gzip
-from array import array
 import hashlib
 import logging
 import os
@@ -24,6 +23,7 @@ import tempfile
 import time
 import zipfile
 import zlib
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath

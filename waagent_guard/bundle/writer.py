@@ -17,9 +17,11 @@ import errno
 import json
 import logging
 import os
+import queue
 import stat
 import tarfile
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -168,72 +170,134 @@ class BundleWriter:
 
     def _write_members(self, verifier: VerifyingWriter, plan: Plan, top: str,
                        reader: SourceReader, max_total_bytes: int) -> dict[str, Any]:
-        work_dir = reader.spool_dir
         members: list[dict[str, Any]] = []
         skipped: list[Skipped] = list(plan.skipped)
-        totals: Counter[str] = Counter()
-        written = 0
         with tarfile.open(fileobj=cast(BinaryIO, verifier), mode="w",  # type: ignore[call-overload]
                           format=tarfile.PAX_FORMAT, copybufsize=BLOCK_BYTES) as archive:
-            count = len(plan.entries)
-            for index, entry in enumerate(plan.entries, start=1):
-                self._report(f"bundle: {index}/{count} {entry.member}")
-                budget = max_total_bytes - written
-                if budget < MIN_MEMBER_BUDGET:
-                    source = getattr(entry, "source", None) or entry.member
-                    skipped.append(Skipped(str(source), TOTAL_CAP_REASON, entry.item))
-                    continue
-                cap = min(getattr(entry, "max_bytes", budget), budget)
-                for result in reader.read(entry, cap):
-                    if isinstance(result, Skipped):
-                        skipped.append(result)
-                        continue
-                    try:
-                        if written + result.sink.size > max_total_bytes:
-                            skipped.append(Skipped(result.source, TOTAL_CAP_REASON, entry.item))
-                            continue
-                        name = f"{top}/{result.member}"
-                        self._add(archive, verifier, name, result.sink, result.mtime)
-                    finally:
-                        result.sink.close()
-                    written += result.sink.size
-                    totals.update(result.redactions)
-                    members.append({
-                        "name": name, "source": result.source, "kind": result.kind,
-                        "size": result.sink.size, "sha256": result.sink.digest.hexdigest(),
-                        "truncated": result.truncated,
-                        "redactions": dict(sorted(result.redactions.items())),
-                        "notes": result.notes,
-                    })
+            archiver = _Archiver(archive, verifier)
+            try:
+                self._collect(archiver, plan, reader, top, max_total_bytes, members, skipped)
+                archiver.finish()
+            except BaseException:
+                archiver.abort()
+                raise
+            totals: Counter[str] = Counter()
+            for member in members:
+                totals.update(member["redactions"])
             manifest = {
                 "format": MANIFEST_FORMAT, **self.header, "top": top,
-                "total_bytes": written, "max_total_bytes": max_total_bytes,
+                "total_bytes": sum(member["size"] for member in members),
+                "max_total_bytes": max_total_bytes,
                 "redactions": dict(sorted(totals.items())),
                 "members": members,
                 "skipped": [{"source": item.source, "reason": item.reason, "item": item.item}
                             for item in skipped],
             }
             data = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
-            sink = MemberSink(work_dir)
+            sink = MemberSink(reader.spool_dir)
             try:
                 sink.write(data)
-                self._add(archive, verifier, f"{top}/{MANIFEST_NAME}", sink, None)
+                _add(archive, verifier, f"{top}/{MANIFEST_NAME}", sink, None)
             finally:
                 sink.close()
         return manifest
 
-    @staticmethod
-    def _add(archive: tarfile.TarFile, verifier: VerifyingWriter, name: str, sink: MemberSink,
-             mtime: Optional[float]) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = sink.size
-        info.mode = 0o600
-        info.mtime = int(mtime if mtime is not None else time.time())
-        info.uname = info.gname = "root"
-        sink.file.seek(0)
-        archive.addfile(info, verifier.source(name, sink))  # type: ignore[arg-type]
-        verifier.end_member()
+    def _collect(self, archiver: _Archiver, plan: Plan, reader: SourceReader, top: str,
+                 max_total_bytes: int, members: list[dict[str, Any]],
+                 skipped: list[Skipped]) -> None:
+        """Read, redact and spool each entry; the archiver thread writes the spools meanwhile."""
+        written = 0
+        count = len(plan.entries)
+        for index, entry in enumerate(plan.entries, start=1):
+            self._report(f"bundle: {index}/{count} {entry.member}")
+            budget = max_total_bytes - written
+            if budget < MIN_MEMBER_BUDGET:
+                source = getattr(entry, "source", None) or entry.member
+                skipped.append(Skipped(str(source), TOTAL_CAP_REASON, entry.item))
+                continue
+            cap = min(getattr(entry, "max_bytes", budget), budget)
+            for result in reader.read(entry, cap):
+                if isinstance(result, Skipped):
+                    skipped.append(result)
+                    continue
+                if written + result.sink.size > max_total_bytes:
+                    result.sink.close()
+                    skipped.append(Skipped(result.source, TOTAL_CAP_REASON, entry.item))
+                    continue
+                name = f"{top}/{result.member}"
+                archiver.add(name, result.sink, result.mtime)  # closes the sink
+                written += result.sink.size
+                members.append({
+                    "name": name, "source": result.source, "kind": result.kind,
+                    "size": result.sink.size, "sha256": result.sink.digest.hexdigest(),
+                    "truncated": result.truncated,
+                    "redactions": dict(sorted(result.redactions.items())),
+                    "notes": result.notes,
+                })
 
     def _report(self, message: str) -> None:
         if self.progress is not None:
             self.progress(message)
+
+
+def _add(archive: tarfile.TarFile, verifier: VerifyingWriter, name: str, sink: MemberSink,
+         mtime: Optional[float]) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = sink.size
+    info.mode = 0o600
+    info.mtime = int(mtime if mtime is not None else time.time())
+    info.uname = info.gname = "root"
+    sink.file.seek(0)
+    archive.addfile(info, verifier.source(name, sink))  # type: ignore[arg-type]
+    verifier.end_member()
+
+
+class _Archiver:
+    """Writes finished spools into the archive on its own thread, one behind the reader.
+
+    Without it the pipeline alternated: while a member was read and redacted the
+    compressor had nothing to do, and while tarfile copied the member's spool into the
+    compressor's queue the reader waited for deflate. Now member N is copied, verified
+    and compressed while member N+1 is read. At most `PENDING` spools wait (bounded
+    memory and spool disk). A failure (a secret found, a full disk) is raised by the
+    next `add` or by `finish`; the spools of skipped members are closed.
+    """
+
+    PENDING = 1
+
+    def __init__(self, archive: tarfile.TarFile, verifier: VerifyingWriter) -> None:
+        self._archive = archive
+        self._verifier = verifier
+        self._queue: queue.Queue[Optional[tuple[str, MemberSink, float]]] = queue.Queue(
+            maxsize=self.PENDING)
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._work, name="bundle-archive", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            name, sink, mtime = item
+            try:
+                if self._error is None:
+                    _add(self._archive, self._verifier, name, sink, mtime)
+            except BaseException as error:  # handed to the reading thread
+                self._error = error
+            finally:
+                sink.close()
+
+    def add(self, name: str, sink: MemberSink, mtime: float) -> None:
+        if self._error is not None:
+            sink.close()
+            raise self._error
+        self._queue.put((name, sink, mtime))
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        self._error = self._error or RuntimeError("aborted")
+        self._queue.put(None)
+        self._thread.join()
