@@ -23,7 +23,7 @@ from waagent_guard.bundle.sources import CommandOutcome, open_regular
 from waagent_guard.bundle.writer import TOTAL_CAP_REASON
 from waagent_guard.cli import main
 from waagent_guard.commands.bundle import BundleRequest, create_bundle
-from waagent_guard.errors import SecretLeakError, WriteError
+from waagent_guard.errors import GuardError, SecretLeakError, WriteError
 from waagent_guard.redact import DEFAULT_RULES, SAS_SIGNATURE, SAS_URL
 from waagent_guard.sysroot import Sysroot
 
@@ -382,6 +382,37 @@ def test_the_verification_pass_deletes_an_archive_with_a_surviving_secret(tmp_pa
         )
     assert "sas_signature" in raised.value.message
     assert "/var/lib/waagent/ExtensionsConfig.3.xml" in raised.value.message
+    assert os.listdir(out) == []
+
+
+def test_a_secret_in_a_member_that_skips_the_redactor_deletes_the_bundle(tmp_path: Path) -> None:
+    # MANIFEST.json is written by the guard, not redacted: a command that could not run
+    # has its error in its skip reason. The verification scans it like every other byte.
+    def failing_runner(argv: Sequence[str], timeout: float, stdout: BinaryIO,
+                       stderr: BinaryIO) -> CommandOutcome:
+        return CommandOutcome(None, "cannot fetch https://a.blob/p?sv=1&sig=CANARY-error-sig")
+
+    root = planted_tree(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SecretLeakError) as raised:
+        create_bundle(BundleRequest(output=out / "b.tar.gz"), sysroot=Sysroot(root),
+                      runner=failing_runner)
+    assert "MANIFEST.json: a secret (sas_signature)" in raised.value.message
+    assert os.listdir(out) == []
+
+
+def test_an_archive_shorter_than_what_the_compressor_wrote_is_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from waagent_guard.bundle.compress import CompressingWriter
+
+    monkeypatch.setattr(CompressingWriter, "raw_bytes",
+                        property(lambda self: self._raw.written + 1))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(GuardError, match=r"the written archive has \d+ bytes, the compressor"):
+        bundle(planted_tree(tmp_path), out / "b.tar.gz")
     assert os.listdir(out) == []
 
 

@@ -1,8 +1,8 @@
-"""Reading bundle archives back: the fail-closed verification pass and `read_bundle`.
+"""Reading bundle archives back: `read_bundle`.
 
-`verify_archive` re-reads a finished archive member by member (streaming) and
-deletes it if any secret pattern survived or if its member list differs from
-MANIFEST.json. `read_bundle` is for `doctor --bundle`: it extracts regular
+(The fail-closed verification of a bundle being written is `verify.VerifyingWriter`:
+it scans the tar stream on its way to the compressor.) `read_bundle` is for
+`doctor --bundle`: it extracts regular
 members only, by hand, into a fresh private temporary directory (no absolute
 names, no `..`, no links or devices, bounded sizes), so a hostile archive can
 neither write outside that directory nor exhaust memory.
@@ -17,14 +17,12 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Optional
 
-from waagent_guard.errors import GuardError, InputError, SecretLeakError
+from waagent_guard.errors import InputError
 from waagent_guard.fsutil import open_regular
-from waagent_guard.redact import DEFAULT_RULES, Rule, find_leaks
 from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)
@@ -33,43 +31,6 @@ MANIFEST_NAME = "MANIFEST.json"
 READ_LIMIT_BYTES = 1024 * 1024 * 1024
 MANIFEST_LIMIT_BYTES = 64 * 1024 * 1024
 _COPY_CHUNK = 64 * 1024
-
-
-def verify_archive(path: Path, expected_members: Sequence[str],
-                   rules: Sequence[Rule] = DEFAULT_RULES) -> None:
-    """Raise (after deleting `path`) if a secret survived or the members are not as listed."""
-    problem: Optional[GuardError] = None
-    try:
-        with tarfile.open(path, "r:*") as archive:
-            names: list[str] = []
-            for member in archive:
-                names.append(member.name)
-                if not member.isfile():
-                    problem = GuardError(f"{path}: member {member.name} is not a regular file")
-                    break
-                stream = archive.extractfile(member)
-                if stream is None:  # pragma: no cover - isfile() members always have data
-                    continue
-                with stream:
-                    leak = find_leaks(stream, rules)  # type: ignore[arg-type]
-                if leak is not None:
-                    problem = SecretLeakError(
-                        f"{member.name}: a secret ({leak.rule}) survived redaction near byte "
-                        f"{leak.offset}; the bundle was deleted. This is a bug in the redaction "
-                        "rules: report the rule name, never the file"
-                    )
-                    break
-            if problem is None and sorted(names) != sorted(expected_members):
-                missing = sorted(set(expected_members) - set(names))
-                extra = sorted(set(names) - set(expected_members))
-                problem = GuardError(f"{path}: archive members differ from {MANIFEST_NAME} "
-                                     f"(missing {missing[:3]}, unlisted {extra[:3]}); deleted")
-    except (tarfile.TarError, OSError, EOFError) as error:
-        problem = GuardError(f"{path}: the written archive cannot be read back ({error}); deleted")
-    if problem is not None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        raise problem
 
 
 @dataclass
