@@ -416,6 +416,52 @@ def test_an_archive_shorter_than_what_the_compressor_wrote_is_deleted(
     assert os.listdir(out) == []
 
 
+def test_commands_run_on_their_own_thread_while_files_are_read(tmp_path: Path) -> None:
+    # The files come first in the plan; a file open waits until a command has started.
+    # Run in turn (the old way) the first open would wait for nothing and fail.
+    import threading
+
+    started = threading.Event()
+    waited: list[bool] = []
+
+    def runner(argv: Sequence[str], timeout: float, stdout: BinaryIO,
+               stderr: BinaryIO) -> CommandOutcome:
+        started.set()
+        return guard_runner(argv, timeout, stdout, stderr)
+
+    def opener(path: Path) -> int:
+        waited.append(started.wait(10 if all(waited) else 0))
+        return open_regular(path)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    result = create_bundle(BundleRequest(output=out / "b.tar.gz"),
+                           sysroot=Sysroot(planted_tree(tmp_path)), runner=runner, opener=opener)
+    assert waited and all(waited)
+    assert any(member["kind"] == "command" for member in result.manifest["members"])
+    assert os.listdir(out) == ["b.tar.gz"]
+
+
+def test_commands_passed_over_by_the_total_cap_do_not_hold_the_bundle(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def runner(argv: Sequence[str], timeout: float, stdout: BinaryIO,
+               stderr: BinaryIO) -> CommandOutcome:
+        calls.append(" ".join(argv))
+        return guard_runner(argv, timeout, stdout, stderr)
+
+    root = planted_tree(tmp_path)
+    (root / "var/log/waagent.log").write_bytes(b"INFO line\n" * 5000)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = create_bundle(BundleRequest(output=out / "b.tar.gz", max_total_bytes=8 * 1024),
+                           sysroot=Sysroot(root), runner=runner)
+    assert not any(member["kind"] == "command" for member in result.manifest["members"])
+    assert any(item["reason"] == TOTAL_CAP_REASON and "status" in item["source"]
+               for item in result.manifest["skipped"])
+    assert os.listdir(out) == ["b.tar.gz"]
+
+
 def test_the_total_cap_keeps_the_must_haves(tmp_path: Path) -> None:
     root = planted_tree(tmp_path)
     (root / "var/log/waagent.log").write_bytes(b"INFO line\n" * 1000)

@@ -114,3 +114,29 @@ def test_a_line_filter_drops_over_long_lines() -> None:
     assert line_filter.feed(b"keep 1\nkeep but far too long\ndrop\nkee") == b"keep 1\n"
     assert line_filter.feed(b"p 2") == b""
     assert line_filter.finish() == b"keep 2"
+
+
+def test_prefetched_commands_passed_over_are_dropped_and_never_block_a_later_one() -> None:
+    import io as _io
+
+    from waagent_guard.bundle.plan import CommandEntry
+    from waagent_guard.bundle.sources import CommandOutcome, _Prefetch
+
+    entries = [CommandEntry(f"c{n}", 1, ("cmd", str(n)), f"c{n}.txt", 5.0, None, None, 100)
+               for n in range(5)]
+    outputs: list[tuple[_io.BytesIO, _io.BytesIO]] = []  # BytesIO.getvalue() fails once closed
+
+    def run(entry: CommandEntry) -> tuple[_io.BytesIO, _io.BytesIO, CommandOutcome]:
+        out, err = _io.BytesIO(entry.argv[1].encode()), _io.BytesIO()
+        outputs.append((out, err))
+        return out, err, CommandOutcome(0)
+
+    prefetch = _Prefetch(entries, run)
+    ran = prefetch.take(entries[3])  # 0..2 passed over (AHEAD is 2: this waited on them)
+    assert ran is not None and ran[0].getvalue() == b"3"
+    last = prefetch.take(entries[4])
+    assert last is not None and last[0].getvalue() == b"4"
+    prefetch.close()
+    passed_over = [out for out, _ in outputs if out.closed]
+    assert len(passed_over) >= 2 and ran[0] not in passed_over and last[0] not in passed_over
+    assert prefetch.take(CommandEntry("x", 1, ("x",), "x", 1.0, None, None, 1)) is None

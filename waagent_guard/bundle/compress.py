@@ -21,8 +21,8 @@ from typing import BinaryIO, Optional, Union, cast
 
 GZIP_LEVEL = 6
 XZ_PRESET = 6
-BLOCK_BYTES = 1024 * 1024
-QUEUE_BLOCKS = 4
+BLOCK_BYTES = 4 * 1024 * 1024
+QUEUE_BLOCKS = 2
 # The worker takes the GIL back three times per block (crc, compress, write); at
 # Python's default 5 ms switch interval that wait alone slowed it by about a third.
 SWITCH_INTERVAL = 0.0005

@@ -20,6 +20,7 @@ import os
 import re
 import stat
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -27,7 +28,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Callable, Optional, Union, cast
+from typing import IO, BinaryIO, Callable, Optional, Union, cast
 
 from waagent_guard import fsutil
 from waagent_guard.bundle.catalogue import NEVER_COLLECT, SECRET_REASON
@@ -196,6 +197,7 @@ class SourceReader:
     runner: Optional[CommandRunner] = None
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     never_collect: tuple[str, ...] = NEVER_COLLECT
+    _prefetch: Optional[_Prefetch] = field(default=None, init=False, repr=False)
 
     def redactor(self, *, starts_mid_stream: bool = False) -> Redactor:
         return Redactor(self.rules, max_line_bytes=self.max_line_bytes,
@@ -362,12 +364,38 @@ class SourceReader:
                 yield self._collected(entry, member, sink, redactor, truncated, notes)
 
     # --- commands
-    def _command(self, entry: CommandEntry, cap: int) -> Iterator[Result]:
+    def prefetch(self, entries: Sequence[Union[FileEntry, CommandEntry, ListingEntry]]) -> None:
+        """Run the commands among `entries` on a thread, ahead of `read` (see `_Prefetch`)."""
+        commands = [entry for entry in entries if isinstance(entry, CommandEntry)]
+        if commands:
+            self._prefetch = _Prefetch(commands, self._run)
+
+    def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = None
+
+    def _run(self, entry: CommandEntry) -> _Ran:
         runner = self.runner or run_command
+        out = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 (the caller closes)
+        try:
+            err = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115
+        except BaseException:
+            out.close()
+            raise
+        try:
+            return out, err, runner(entry.argv, entry.timeout, cast(BinaryIO, out),
+                                    cast(BinaryIO, err))
+        except BaseException:
+            out.close()
+            err.close()
+            raise
+
+    def _command(self, entry: CommandEntry, cap: int) -> Iterator[Result]:
         source = " ".join(entry.argv)
-        with tempfile.TemporaryFile(dir=self.spool_dir) as out, \
-                tempfile.TemporaryFile(dir=self.spool_dir) as err:
-            outcome = runner(entry.argv, entry.timeout, out, err)
+        ran = self._prefetch.take(entry) if self._prefetch is not None else None
+        out, err, outcome = ran if ran is not None else self._run(entry)
+        with out, err:
             if outcome.error is not None:
                 yield Skipped(source, f"not run: {outcome.error}", entry.item)
                 return
@@ -427,6 +455,88 @@ class SourceReader:
             raise
         sink, counts = self._checked(sink, redactor, notes)
         return Collected(member, source, kind, sink, truncated, counts, time.time(), notes)
+
+
+_Ran = tuple[IO[bytes], IO[bytes], CommandOutcome]
+
+
+class _Prefetch:
+    """The plan's commands, run in plan order on one thread while files are read.
+
+    A bundle used to wait for each command (the guard's own status and doctor take a
+    second or two) while the compressor idled. At most `AHEAD` finished outputs wait
+    (temporary files). `take` waits for its command, or returns None (the caller runs
+    it itself) when the thread failed on it or ended. Commands before the one taken
+    were passed over (the total cap): their outputs are dropped, or they are not run.
+    The runner's own timeout bounds each command.
+    """
+
+    AHEAD = 2
+
+    def __init__(self, entries: list[CommandEntry], run: Callable[[CommandEntry], _Ran]) -> None:
+        self._entries = entries
+        self._run = run
+        self._done: dict[int, Optional[_Ran]] = {}  # index -> output (None: the run failed)
+        self._wanted = 0  # the reader is at this index: earlier ones are never taken
+        self._condition = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="bundle-commands", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        for index, entry in enumerate(self._entries):
+            with self._condition:
+                while not self._closed and len(self._done) >= self.AHEAD:
+                    self._condition.wait()
+                if self._closed:
+                    return
+                if index < self._wanted:
+                    continue
+            ran: Optional[_Ran]
+            try:
+                ran = self._run(entry)
+            except Exception:  # the reading thread runs it again and reports it
+                ran = None
+            with self._condition:
+                if self._closed or index < self._wanted:
+                    _close(ran)
+                    if self._closed:
+                        return
+                    continue
+                self._done[index] = ran
+                self._condition.notify_all()
+
+    def take(self, entry: CommandEntry) -> Optional[_Ran]:
+        index = next((i for i, known in enumerate(self._entries) if known is entry), None)
+        if index is None:
+            return None
+        with self._condition:
+            self._wanted = max(self._wanted, index)
+            for earlier in [i for i in self._done if i < index]:
+                _close(self._done.pop(earlier))
+            self._condition.notify_all()
+            while index not in self._done and self._thread.is_alive():
+                self._condition.wait(1.0)
+            ran = self._done.pop(index, None)
+            self._condition.notify_all()
+            return ran
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            for ran in self._done.values():
+                _close(ran)
+            self._done.clear()
+            self._condition.notify_all()
+        # A command still running holds its files in the output directory: wait for it
+        # (the runner's timeout bounds that), so nothing is left open behind the bundle.
+        self._thread.join()
+
+
+def _close(ran: Optional[_Ran]) -> None:
+    if ran is not None:
+        ran[0].close()
+        ran[1].close()
 
 
 def _gunzip(fd: int, limit: int) -> gzip.GzipFile:

@@ -176,11 +176,14 @@ class BundleWriter:
                           format=tarfile.PAX_FORMAT, copybufsize=BLOCK_BYTES) as archive:
             archiver = _Archiver(archive, verifier)
             try:
+                reader.prefetch(plan.entries)
                 self._collect(archiver, plan, reader, top, max_total_bytes, members, skipped)
                 archiver.finish()
             except BaseException:
                 archiver.abort()
                 raise
+            finally:
+                reader.close()
             totals: Counter[str] = Counter()
             for member in members:
                 totals.update(member["redactions"])
