@@ -1,6 +1,6 @@
 """Compressing the archive stream on a second thread, at `tar czf`'s level.
 
-`tarfile` writes the uncompressed tar stream into `CompressingWriter`; whole 1 MiB
+`tarfile` writes the uncompressed tar stream into `CompressingWriter`; whole 2 MiB
 blocks go through a bounded queue to one worker thread that runs gzip (level 6,
 gzip's and therefore `tar czf`'s default; tarfile's own `w:gz` uses 9, ~1.5x slower
 for a few per cent smaller archives) or xz (preset 6, tarfile's default) and writes
@@ -22,7 +22,12 @@ from typing import BinaryIO, Optional, Union, cast
 GZIP_LEVEL = 6
 XZ_PRESET = 6
 BLOCK_BYTES = 4 * 1024 * 1024
-QUEUE_BLOCKS = 2
+QUEUE_BLOCKS = 1  # one more waits while one is compressed: 12 MiB at most with the gathering
+# Each block costs the worker a few hand-backs of the GIL (crc, compress, write), each
+# waiting for the reading thread's next switch: with 1 MiB blocks that was about a third
+# of the worker's time (py-spy). tarfile still writes 1 MiB pieces (`TAR_COPY_BYTES`);
+# they are gathered here.
+TAR_COPY_BYTES = 1024 * 1024
 # The worker takes the GIL back three times per block (crc, compress, write); at
 # Python's default 5 ms switch interval that wait alone slowed it by about a third.
 SWITCH_INTERVAL = 0.0005
@@ -56,7 +61,8 @@ class CompressingWriter:
         else:
             self._file = gzip.GzipFile(
                 filename="", mode="wb", fileobj=out, compresslevel=GZIP_LEVEL)
-        self._buffer = bytearray()
+        self._pieces: list[bytes] = []
+        self._pending = 0
         self._position = 0
         self._queue: queue.Queue[Optional[bytes]] = queue.Queue(maxsize=QUEUE_BLOCKS)
         self._error: Optional[BaseException] = None
@@ -89,18 +95,18 @@ class CompressingWriter:
     def write(self, data: bytes) -> int:
         self._raise()
         self._position += len(data)
-        if len(data) >= BLOCK_BYTES:
-            # No copy: tarfile hands over whole blocks (bytes); a header before goes first.
-            if self._buffer:
-                self._queue.put(bytes(self._buffer))
-                self._buffer.clear()
-            self._queue.put(bytes(data))
-            return len(data)
-        self._buffer += data
-        if len(self._buffer) >= BLOCK_BYTES:
-            self._queue.put(bytes(self._buffer))
-            self._buffer.clear()
+        # Pieces are kept (bytes are immutable) and joined once per block: one copy.
+        self._pieces.append(data if type(data) is bytes else bytes(data))
+        self._pending += len(data)
+        if self._pending >= BLOCK_BYTES:
+            self._flush()
         return len(data)
+
+    def _flush(self) -> None:
+        pieces = self._pieces
+        self._pieces = []
+        self._pending = 0
+        self._queue.put(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def tell(self) -> int:
         return self._position
@@ -115,9 +121,9 @@ class CompressingWriter:
         if self._closed:
             return
         self._closed = True
-        if self._buffer and self._error is None:
-            self._queue.put(bytes(self._buffer))
-        self._buffer.clear()
+        if self._pieces and self._error is None:
+            self._flush()
+        self._pieces = []
         self._queue.put(None)
         self._thread.join()
         sys.setswitchinterval(self._switch_interval)
@@ -129,7 +135,7 @@ class CompressingWriter:
             return
         self._closed = True
         self._error = self._error or RuntimeError("aborted")
-        self._buffer.clear()
+        self._pieces = []
         self._queue.put(None)
         self._thread.join()
         sys.setswitchinterval(self._switch_interval)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Optional, cast
 
 from waagent_guard.bundle.archive import MANIFEST_NAME
-from waagent_guard.bundle.compress import BLOCK_BYTES, CompressingWriter
+from waagent_guard.bundle.compress import TAR_COPY_BYTES, CompressingWriter
 from waagent_guard.bundle.plan import Plan, Skipped
 from waagent_guard.bundle.sources import (
     CommandRunner,
@@ -173,7 +173,7 @@ class BundleWriter:
         members: list[dict[str, Any]] = []
         skipped: list[Skipped] = list(plan.skipped)
         with tarfile.open(fileobj=cast(BinaryIO, verifier), mode="w",  # type: ignore[call-overload]
-                          format=tarfile.PAX_FORMAT, copybufsize=BLOCK_BYTES) as archive:
+                          format=tarfile.PAX_FORMAT, copybufsize=TAR_COPY_BYTES) as archive:
             archiver = _Archiver(archive, verifier)
             try:
                 reader.prefetch(plan.entries)
