@@ -970,10 +970,14 @@ def find_leaks(stream: BinaryIO, rules: Sequence[Rule] = DEFAULT_RULES, *,
     searches every line with every pattern: the reference the tests compare with.
     """
     scanner = LeakScanner(rules, gated=gated)
-    for chunk in _chunks(stream):
-        leak = scanner.feed(chunk)
+    chunks = _chunks(stream)
+    pending = next(chunks, None)
+    while pending is not None:
+        following = next(chunks, None)
+        leak = scanner.feed(pending, final=following is None)
         if leak is not None:
             return leak
+        pending = following
     return scanner.finish()
 
 
@@ -997,7 +1001,9 @@ class LeakScanner:
         self._started = False
         self.gated_bytes = 0  # bytes gate_hits looked at (the tests count them)
 
-    def feed(self, chunk: bytes, clean: Sequence[tuple[int, int]] = ()) -> Optional[Leak]:
+    def feed(self, chunk: bytes, clean: Sequence[tuple[int, int]] = (), *,
+             final: bool = False) -> Optional[Leak]:
+        """Scan `chunk`; `final`: it is the last one (then `finish` has nothing left)."""
         if not chunk:
             return None
         leak = self._start(chunk)
@@ -1005,14 +1011,18 @@ class LeakScanner:
             return leak
         keep = len(self._window)
         window = self._window + chunk
-        return self._scan(window, False, [(keep + a, keep + b) for a, b in clean])
+        leak = self._scan(window, final, [(keep + a, keep + b) for a, b in clean])
+        if final:
+            self._window = b""
+        return leak
 
     def finish(self) -> Optional[Leak]:
         if not self._started and self._head:
             leak = self._check_head(self._head)
             if leak is not None:
                 return leak
-        return self._scan(self._window, True, [])
+        window, self._window = self._window, b""
+        return self._scan(window, True, []) if window else None
 
     def _start(self, chunk: bytes) -> Optional[Leak]:
         if self._started:
