@@ -387,7 +387,7 @@ def test_every_catalogue_keyword_and_the_heartbeat_is_found_through_an_anchor() 
     assert len(anchors) < len(words)
     # And a catalogue of its own gets its own keywords as anchors.
     own = (_event("own", r"quux (?P<subject>\w+)", "warn", 0, "Own.", keywords=("quux",)),)
-    assert LogIngest(LogSignals(own))._anchors == ("[HEARTBEAT]", "quux")
+    assert LogIngest(LogSignals(own))._anchors == ("EARTB", "quux")
 
 
 def test_the_version_gates_are_the_references() -> None:

@@ -104,6 +104,14 @@ _HEARTBEAT = "[HEARTBEAT]"
 # candidates (HostGAPlugin/HostPlugin; "is already running"/"client is not running";
 # "goal state"/"GoalState failed"/"goal state agent").
 _SHARED_ANCHORS = ("Host", "running", "oal")
+# A part of a keyword that `str.find` passes over faster than the whole keyword finds the
+# same lines: its search skips ahead when the character after the window is not in the
+# needle's 64-bit filter (characters modulo 64: a lower-case p-y is a digit there, and
+# log text is full of digits and spaces), and compares first on the needle's last
+# character. Measured on the bench corpus, with no more candidate lines: "2526/" for
+# ":32526/", "name=" for "Event: name=", "EARTB" for "[HEARTBEAT]", "wall" for
+# "firewall" (docs/PERFORMANCE.md row 4).
+_FAST_ANCHORS = ("2526/", "name=", "EARTB", "wall")
 _VERSION_ANCHORS = ("Azure Linux Agent", "goal state agent")
 
 _Seconds = tuple[int, int, int, int, int, int]
@@ -126,6 +134,23 @@ def _line_key(text: str) -> Optional[str]:
     return "/" + text[19:]
 
 
+def _max_fraction(joined: str, second: str) -> int:
+    """The greatest fraction, in microseconds, of the headers in `joined` that start with
+    `second` ("\\n" and a timestamp to the second; 0 for a header without fraction)."""
+    best = 0
+    at = joined.find(second)
+    while at >= 0:
+        at += len(second)
+        if joined[at : at + 1] == ".":  # then 1 to 6 ASCII digits (`_HEADER`)
+            digits = joined[at + 1 : at + 7]
+            width = 0
+            while width < len(digits) and "0" <= digits[width] <= "9":
+                width += 1
+            best = max(best, _micro(digits[:width]))
+        at = joined.find(second, at)
+    return best
+
+
 def _micro(fraction: str) -> int:
     return int(fraction.ljust(6, "0")) if fraction else 0
 
@@ -142,7 +167,8 @@ class LogIngest:
         anchors = {word for event in catalogue for word in event.keywords}
         anchors.add(_HEARTBEAT)
         # A keyword holding a shared anchor is found by it: one search instead of several.
-        anchors = {next((s for s in _SHARED_ANCHORS if s in a), a) for a in anchors}
+        shorter = (*_SHARED_ANCHORS, *_FAST_ANCHORS)
+        anchors = {next((s for s in shorter if s in a), a) for a in anchors}
         # A shorter anchor inside a longer one finds every line the longer one finds.
         self._anchors = tuple(
             sorted(a for a in anchors if not any(b != a and b in a for b in anchors))
@@ -168,15 +194,25 @@ class LogIngest:
 
     def feed_block(self, block: str) -> None:
         """One or more complete lines joined by "\\n" (`LogTailer.read_blocks`)."""
-        start = 0
+        # Each piece is handed over with the "\n" before its first line: after a cut,
+        # that is the block's own "\n" (one copy of the text, not two).
         length = len(block)
+        if length <= PIECE_CHARS:
+            self._feed_piece("\n" + block)
+            return
+        cut = block.find("\n", PIECE_CHARS)
+        if cut < 0:
+            self._feed_piece("\n" + block)
+            return
+        self._feed_piece("\n" + block[:cut])
+        start = cut + 1
         while length - start > PIECE_CHARS:
             cut = block.find("\n", start + PIECE_CHARS)
             if cut < 0:
                 break
-            self._feed_piece(block[start:cut])
+            self._feed_piece(block[start - 1 : cut])
             start = cut + 1
-        self._feed_piece(block[start:] if start else block)
+        self._feed_piece(block[start - 1 :])
 
     def flush(self) -> None:
         """End of input: the record still open is complete."""
@@ -193,8 +229,8 @@ class LogIngest:
             for record in feed(line):
                 update(record)
 
-    def _feed_piece(self, piece: str) -> None:
-        text = "\n" + piece
+    def _feed_piece(self, text: str) -> None:
+        """`text`: "\n" and one or more complete lines joined by "\n"."""
         if self._exact_only or (
             not text.isascii() and not "".join(_LOOSE_STAMP.findall(text)).isascii()
         ):
@@ -292,12 +328,9 @@ class LogIngest:
             if converted:
                 top_parts = max(converted.values())
                 fraction = max(
-                    _micro(found)
+                    _max_fraction(joined, "\n" + second)
                     for second, parts in converted.items()
                     if parts == top_parts
-                    for found in re.findall(
-                        "\n" + re.escape(second) + r"(?:\.([0-9]{1,6}))?", joined
-                    )
                 )
                 newest = datetime(*top_parts, fraction, _UTC)
         top = max(heads)
@@ -308,10 +341,7 @@ class LogIngest:
             # Lexicographic on "\nYYYY-MM-DDTHH:MM:SS": the newest second; its fractions
             # (of uneven widths) are compared as numbers.
             second = top[:20]
-            fraction = max(
-                _micro(found)
-                for found in re.findall(re.escape(second) + r"(?:\.([0-9]{1,6}))?Z", joined)
-            )
+            fraction = _max_fraction(joined, second)
             moment = datetime(
                 int(second[1:5]), int(second[6:8]), int(second[9:11]),
                 int(second[12:14]), int(second[15:17]), int(second[18:20]), fraction, _UTC,
