@@ -295,9 +295,9 @@ class LogIngest:
         counts = signals.counts_by_level
         counts["VERBOSE"] = counts.get("VERBOSE", 0) + joined.count(" VERBOSE")
         counts["INFO"] = counts.get("INFO", 0) + joined.count(" INFO")
-        counts["WARNING"] = (
-            counts.get("WARNING", 0) + joined.count(" WARNING") + joined.count(" WARN:")
-        )
+        # " WARN" is in "WARNING" and in the glued "WARN:" (format 5): the only places
+        # it can be in the joined headers.
+        counts["WARNING"] = counts.get("WARNING", 0) + joined.count(" WARN")
         counts["ERROR"] = counts.get("ERROR", 0) + joined.count(" ERROR")
         signals.record_count += records
         if newest is not None and (
