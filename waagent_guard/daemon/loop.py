@@ -142,7 +142,7 @@ class EventLoop:
         observer = Observer()
         handler = _make_watch_handler(self, wanted)
         event_filter = _event_filter()
-        options = {} if event_filter is None else {"event_filter": event_filter}
+        options: dict[str, Any] = {} if event_filter is None else {"event_filter": event_filter}
         watched: set[Path] = set()
         for directory, recursive in directories:
             if directory in watched:
