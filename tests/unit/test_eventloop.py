@@ -62,6 +62,28 @@ def test_only_the_paths_the_daemon_wants_wake_the_loop(tmp_path: Path) -> None:
         loop.close()
 
 
+def test_rewatch_adds_new_directories_and_drops_the_rest(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    loop = EventLoop()
+    try:
+        assert loop.rewatch([(first, False)]) == []  # nothing before watch_directories
+        assert loop.watch_directories([(first, False)]) == []
+        assert loop.rewatch([(first, False), (second, True), (second, False)]) == []
+        assert loop.watched == {first: False, second: True}
+        (second / "a").write_text("a")
+        wait_until(loop, lambda _w, paths: str(second / "a") in paths)
+        loop.rewatch([(second, True)])
+        assert loop.watched == {second: True}
+        (first / "b").write_text("b")  # no longer watched: written before the marker
+        (second / "c").write_text("c")
+        _, seen = wait_until(loop, lambda _w, paths: str(second / "c") in paths)
+        assert str(first / "b") not in seen
+    finally:
+        loop.close()
+
+
 def test_a_missing_directory_is_reported_not_fatal(tmp_path: Path) -> None:
     loop = EventLoop()
     try:

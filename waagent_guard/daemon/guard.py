@@ -63,16 +63,33 @@ MANAGER_EVERY_TICKS = 4
 AGENT_CHURN_DIRS = ("history", "events")
 
 
+def watched_directories(observation: Observation, log_path: Path) -> list[tuple[Path, bool]]:
+    """What the guard watches, as (directory, recursive): waagent.conf's and the log's
+    directories, Lib.Dir itself (its own files and new directories), and inside it only
+    what the guard reads: each extension handler's directory (its status/ and config/)
+    and each downloaded agent's (its error.json). Not the agent's history/ and events/,
+    which it rewrites every few seconds: their events would wake watchdog's threads
+    for nothing. The list follows each look (`EventLoop.rewatch`)."""
+    lib = observation.lib
+    return [
+        (observation.conf_path.parent, False),
+        (log_path.parent, False),
+        (lib.lib_dir, False),
+        *((handler.directory, True) for handler in lib.handlers),
+        *((lib.lib_dir / f"WALinuxAgent-{agent.version}", False) for agent in lib.agent_versions),
+    ]
+
+
 def wakes_the_loop(path: str, *, conf_path: str, log_path: str, lib_dir: str) -> bool:
     """Whether a file event at `path` is worth waking the loop before the tick.
 
-    The watches are /etc and the log's directory (not recursive) and Lib.Dir (recursive).
-    Of the first two only waagent.conf and the log itself matter: /etc and /var/log are
-    written by everything else on the VM (syslog, journald's files, other daemons), and
-    each of their events would otherwise cost a wake-up. Under Lib.Dir everything matters
-    (extension status, handler directories, the agent's own updates) except what the
-    agent rewrites all the time and the guard never reads (AGENT_CHURN_DIRS: history/
-    every ~6 s, events/ a file per logged error). The tick still looks at everything.
+    Of waagent.conf's and the log's directories (`watched_directories`) only those two
+    files matter: /etc and /var/log are written by everything else on the VM (syslog,
+    journald's files, other daemons), and each of their events would otherwise cost a
+    wake-up. Under Lib.Dir everything watched matters (its own files, extension status,
+    new directories) except the creation of what the agent rewrites all the time and the
+    guard never reads (AGENT_CHURN_DIRS: history/ every ~6 s, events/ a file per logged
+    error). The tick still looks at everything.
     """
     if path in (conf_path, log_path):
         return True
@@ -155,14 +172,8 @@ class Guard:
             self.settings.metrics, lambda: self.published, config_path=self.config_path
         )
         observation = self._observe()
-        lib_dir = self.sysroot.path(observation.config.lib_dir)
         problems = self.loop.watch_directories(
-            [
-                (observation.conf_path.parent, False),
-                (self.feed.log_path.parent, False),
-                (lib_dir, True),
-            ],
-            wanted=self._wanted,
+            watched_directories(observation, self.feed.log_path), wanted=self._wanted
         )
         for problem in problems:
             log.warning("%s", problem)
@@ -362,6 +373,8 @@ class Guard:
             self.ticks_since_manager = 0
         self.observation = observation
         self.loop.watch_pid(observation.daemon.pid if observation.daemon else None)
+        for problem in self.loop.rewatch(watched_directories(observation, self.feed.log_path)):
+            log.debug("%s", problem)  # a directory gone since the look: the next one drops it
         return observation
 
     def reconcile(self, why: str) -> None:

@@ -97,6 +97,9 @@ class EventLoop:
         self._pidfd: Optional[int] = None
         self._watched_pid: Optional[int] = None
         self._observer: Any = None
+        self._watch_handler: Any = None
+        self._watch_options: dict[str, Any] = {}
+        self._watches: dict[tuple[Path, bool], Any] = {}
         self._previous_handlers: dict[int, Any] = {}
         self._previous_wakeup_fd: Optional[int] = None
         self._previous_mask: Optional[set[Union[int, signal.Signals]]] = None
@@ -132,34 +135,55 @@ class EventLoop:
     # -- file watching --
     def watch_directories(self, directories: Iterable[tuple[Path, bool]],
                           wanted: Callable[[str], bool] = _everything) -> list[str]:
-        """Watch each existing (directory, recursive); returns problems for the others.
-
-        Only the paths `wanted` accepts wake the loop (it runs on watchdog's thread).
+        """Start watching each existing (directory, recursive); returns problems for the
+        others. Only the paths `wanted` accepts wake the loop (it runs on watchdog's thread).
         """
         from watchdog.observers import Observer
 
-        problems: list[str] = []
         observer = Observer()
-        handler = _make_watch_handler(self, wanted)
+        observer.daemon = True
+        self._watch_handler = _make_watch_handler(self, wanted)
         event_filter = _event_filter()
-        options: dict[str, Any] = {} if event_filter is None else {"event_filter": event_filter}
-        watched: set[Path] = set()
+        self._watch_options = {} if event_filter is None else {"event_filter": event_filter}
+        self._observer = observer
+        problems = self.rewatch(directories)
+        observer.start()
+        return problems
+
+    def rewatch(self, directories: Iterable[tuple[Path, bool]]) -> list[str]:
+        """From now on watch exactly `directories`: the new ones are added, the ones no
+        longer listed dropped (an extension's directory that appeared or went away).
+        A directory listed twice is watched once, recursively if either asks so.
+        Does nothing before `watch_directories`."""
+        if self._observer is None:
+            return []
+        desired: dict[Path, bool] = {}
         for directory, recursive in directories:
-            if directory in watched:
+            desired[directory] = desired.get(directory, False) or recursive
+        for key in [key for key in self._watches if desired.get(key[0]) != key[1]]:
+            with contextlib.suppress(KeyError, OSError):
+                self._observer.unschedule(self._watches[key])
+            del self._watches[key]
+        problems: list[str] = []
+        for directory, recursive in desired.items():
+            if (directory, recursive) in self._watches:
                 continue
             if not directory.is_dir():
                 problems.append(f"{directory}: not a directory; not watched (the tick still runs)")
                 continue
             try:
-                observer.schedule(handler, str(directory), recursive=recursive, **options)
+                self._watches[(directory, recursive)] = self._observer.schedule(
+                    self._watch_handler, str(directory), recursive=recursive,
+                    **self._watch_options,
+                )
             except OSError as error:
                 problems.append(f"{directory}: cannot watch ({error}); the tick still runs")
-                continue
-            watched.add(directory)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
         return problems
+
+    @property
+    def watched(self) -> dict[Path, bool]:
+        """What is watched now: directory -> recursive."""
+        return {directory: recursive for directory, recursive in self._watches}
 
     def post_path(self, path: str) -> None:
         """Called from observer threads: enqueue and poke the loop."""
@@ -263,6 +287,7 @@ class EventLoop:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+            self._watches.clear()
         self._close_pidfd()
         self.restore_signal_handlers()
         self._selector.close()

@@ -18,7 +18,7 @@ import pytest
 from tests.inprocess import FAILED, FakeNotifier, World
 from waagent_guard.daemon.control import request
 from waagent_guard.daemon.doctor_worker import CheckWorker
-from waagent_guard.daemon.guard import FILES, wakes_the_loop
+from waagent_guard.daemon.guard import FILES, wakes_the_loop, watched_directories
 from waagent_guard.daemon.loop import Wakeup
 from waagent_guard.doctor.facts import FactSources
 from waagent_guard.doctor.runner import DoctorRunner
@@ -109,6 +109,22 @@ def test_a_log_line_during_a_pending_file_change_waits_for_its_look(world: World
     world.monotonic.advance(world.settings.daemon.debounce_seconds)
     world.guard.handle(Wakeup(paths={str(log)}))
     assert world.guard.dirty_since is None  # the look ran and published the lines too
+
+
+def test_what_is_watched_follows_the_look(world: World) -> None:
+    lib = world.root / "var/lib/waagent"
+    for directory in (f"{HANDLER}/status", "WALinuxAgent-2.9.1.1", "history/x", "events"):
+        (lib / directory).mkdir(parents=True)
+    running(world)
+    observation = world.guard.observation
+    assert observation is not None
+    assert watched_directories(observation, world.root / "var/log/waagent.log") == [
+        (world.root / "etc", False),
+        (world.root / "var/log", False),
+        (lib, False),
+        (lib / HANDLER, True),
+        (lib / "WALinuxAgent-2.9.1.1", False),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -388,6 +404,32 @@ def test_the_agents_churn_and_other_files_never_wake_the_loop(started: World) ->
     while str(started.conf) not in seen:
         seen |= started.guard.loop.wait(30).paths
     assert seen == {str(started.conf)}
+
+
+HANDLER = "Microsoft.Azure.RecoveryServices.VMSnapshotLinux-1.0.9225.0"
+
+
+def test_an_extension_installed_after_start_is_watched_and_the_churn_never_is(
+    started: World,
+) -> None:
+    lib = started.root / "var/lib/waagent"
+    for churn in ("history", "events"):
+        (lib / churn).mkdir(exist_ok=True)
+    status = lib / HANDLER / "status"
+    status.mkdir(parents=True)  # the agent installs the extension
+    started.guard.reconcile("tick")  # the next look sees it
+    watched = started.guard.loop.watched
+    assert watched[lib] is False and watched[lib / HANDLER] is True
+    assert lib / "history" not in watched and lib / "events" not in watched
+    seen: set[str] = set()
+    (status / "0.status").write_text("[]")
+    while str(status / "0.status") not in seen:
+        seen |= started.guard.loop.wait(30).paths
+    (lib / HANDLER / "status" / "0.status").unlink()
+    (status).rmdir()
+    (lib / HANDLER).rmdir()  # uninstalled: the next look drops its watch
+    started.guard.reconcile("tick")
+    assert lib / HANDLER not in started.guard.loop.watched
 
 
 def test_a_signal_wakes_the_loop(started: World) -> None:
