@@ -97,6 +97,7 @@ _HEADER = re.compile(rf"\n(?:{_HEADER_BODY})")
 _LINE = re.compile(rf"\n(?:{_HEADER_BODY})?")
 # What the reference accepts as a timestamp's digits: any Unicode digit.
 _LOOSE_STAMP = re.compile(r"\n\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?")
+_FRACTION = re.compile(r"[0-9]{1,6}")
 _LOCAL_SECOND = re.compile(r"\n([0-9]{4}/[0-9]{2}/[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2})")
 _HEARTBEAT = "[HEARTBEAT]"
 # Each search over a piece costs about as much as ~40k candidate lines: these short
@@ -142,11 +143,9 @@ def _max_fraction(joined: str, second: str) -> int:
     while at >= 0:
         at += len(second)
         if joined[at : at + 1] == ".":  # then 1 to 6 ASCII digits (`_HEADER`)
-            digits = joined[at + 1 : at + 7]
-            width = 0
-            while width < len(digits) and "0" <= digits[width] <= "9":
-                width += 1
-            best = max(best, _micro(digits[:width]))
+            digits = _FRACTION.match(joined, at + 1)
+            if digits is not None:
+                best = max(best, _micro(digits.group()))
         at = joined.find(second, at)
     return best
 
@@ -412,40 +411,62 @@ class LogIngest:
         is_header = _HEADER.match
         known = self._analyses.get
         signals = self.signals
-        events = signals.events
-        last_lines: dict[str, str] = {}
+        # The lines that hit events, by analysis: how many, and where the last one starts
+        # (dicts keep the order in which the keys first came, the order of the lines).
+        hitting: dict[str, _Analysis] = {}
+        lines: dict[str, int] = {}
+        last_at: dict[str, int] = {}
         for line_start in sorted(ends):
             text = middle[line_start + 1 : ends[line_start]]
             if text[-1:] == "\r":
                 text = text[:-1]
             key = _line_key(text)
-            analysis = known(key) if key is not None else None
+            if key is None:
+                continue  # not shaped like a header: a continuation line
+            analysis = hitting.get(key) or known(key)
             if analysis is not None and not analysis[2] and not analysis[3]:
                 continue  # says nothing, whether it is a record's first line or not
-            if key is None or is_header(middle, line_start) is None:
+            if is_header(middle, line_start) is None:
                 continue  # a continuation line: not a record's first line
-            _, _, heartbeat, hits = analysis if analysis is not None else self._analysis(text, key)
-            if heartbeat:
+            if analysis is None:
+                analysis = self._analysis(text, key)
+            if analysis[2]:  # a heartbeat: its time
                 head = parse(text)
                 stamp = head[0] if head is not None else None
                 if stamp is not None and (
                     signals.last_heartbeat is None or stamp > signals.last_heartbeat
                 ):
                     signals.last_heartbeat = stamp
-            for name, subject, message in hits:
+            if analysis[3]:
+                hitting[key] = analysis
+                lines[key] = lines.get(key, 0) + 1
+                last_at[key] = line_start
+        if not lines:
+            return
+        # Each analysis once, with its number of lines: the counts and subjects are those of
+        # the lines one by one (a subject gets its own entry when there is room at its first
+        # line, which comes with the first key that names it).
+        events = signals.events
+        last_line: dict[str, tuple[int, str]] = {}
+        for key, count in lines.items():
+            at = last_at[key]
+            for name, subject, message in hitting[key][3]:
                 stat = events[name]
-                stat.count += 1
-                stat.last_message = message
-                last_lines[name] = text
+                stat.count += count
                 if subject:
                     if subject not in stat.subjects and len(stat.subjects) >= MAX_SUBJECTS:
                         subject = OTHER_SUBJECT
-                    stat.subjects[subject] = stat.subjects.get(subject, 0) + 1
-        # Only an event's last line gives its time: one timestamp per event and piece.
-        for name, text in last_lines.items():
-            head = parse(text)
+                    stat.subjects[subject] = stat.subjects.get(subject, 0) + count
+                if at > last_line.get(name, (-1, ""))[0]:
+                    last_line[name] = (at, message)
+        # Only an event's last line gives its time and message.
+        for name, (at, message) in last_line.items():
+            stat = events[name]
+            stat.last_message = message
+            text = middle[at + 1 : ends[at]]
+            head = parse(text[:-1] if text[-1:] == "\r" else text)
             if head is not None and head[0] is not None:
-                events[name].last_seen = head[0]
+                stat.last_seen = head[0]
 
     def _versions(self, middle: str) -> None:
         """The versions of the last lines that give one: found from the end backwards."""
