@@ -373,3 +373,97 @@ def test_more_local_seconds_than_the_cache_holds_give_the_same_signals(
     ]
     assert_same(cut(lines, [120]), BERLIN)
     assert_same(cut(list(reversed(lines)), [33, 34]), BERLIN)
+
+
+def test_every_catalogue_keyword_and_the_heartbeat_is_found_through_an_anchor() -> None:
+    """The lines `LogIngest` inspects are those holding an anchor: an anchor inside every
+    keyword (and the heartbeat marker) finds every line a keyword would."""
+    anchors = LogIngest()._anchors
+    words = {word for event in EVENT_CATALOGUE for word in event.keywords} | {"[HEARTBEAT]"}
+    assert words  # not vacuous
+    uncovered = [word for word in words if not any(anchor in word for anchor in anchors)]
+    assert uncovered == []
+    # Fewer searches than keywords: the shared anchors stand for several each.
+    assert len(anchors) < len(words)
+    # And a catalogue of its own gets its own keywords as anchors.
+    own = (_event("own", r"quux (?P<subject>\w+)", "warn", 0, "Own.", keywords=("quux",)),)
+    assert LogIngest(LogSignals(own))._anchors == ("EARTB", "quux")
+
+
+def test_the_version_gates_are_the_references() -> None:
+    """Versions are looked for from the end of a piece, on the lines holding one of the
+    phrases `LogSignals.update` gates them on."""
+    import inspect
+
+    from waagent_guard.agent import logevents
+
+    source = inspect.getsource(logevents.LogSignals.update)
+    for phrase in ingest_module._VERSION_ANCHORS:
+        assert f'"{phrase}" in first_line' in source
+    assert source.count(" in first_line or ") == len(ingest_module._VERSION_ANCHORS) - 1
+
+
+def test_the_last_line_that_gives_each_version_wins_wherever_it_is() -> None:
+    filler = [
+        f"2023-03-13T15:44:{n % 60:02d}.{n:06d}Z INFO ExtHandler ExtHandler filler {n}"
+        for n in range(40)
+    ]
+    lines = [
+        *filler[:10],
+        "2023-03-13T15:45:00.000000Z INFO Daemon Daemon Azure Linux Agent Version:1.1.1",
+        "2023-03-13T15:45:01.000000Z INFO ExtHandler Agent WALinuxAgent-5.5.5 is running as"
+        " the goal state agent",
+        *filler[10:20],
+        "2021/03/30 19:35:35.971742 INFO Daemon Azure Linux Agent Version:2.2.2",
+        # Later lines holding the phrases that give no version, or are no record's start.
+        "2023-03-13T15:45:02.000000Z INFO ExtHandler ExtHandler Azure Linux Agent Version:3.3",
+        "  Azure Linux Agent Version:4.4 in a continuation line",
+        "2023-03-13T15:45:03.000000Z INFO ExtHandler the goal state agent said nothing",
+        "2023-13-13T15:45:03.000000Z INFO Daemon Azure Linux Agent Version:6.6 (month 13)",
+        *filler[20:],
+    ]
+    for cuts in ([], [11], [12, 30], [25]):
+        final = assert_same(cut(lines, cuts), BERLIN)
+        assert final["daemon_version"] == "2.2.2"
+        assert final["goal_state_version"] == "5.5.5"
+
+
+def test_a_continuation_line_shaped_like_a_known_header_line_is_not_counted() -> None:
+    event = "2023-03-13T15:44:04.906673Z ERROR ExtHandler ExtHandler Event: name=A.B, op=Install"
+    quiet = "2023-03-13T15:44:04.906673Z INFO ExtHandler ExtHandler the goal state is 5"
+    lines = [
+        event,
+        quiet,
+        # The same text after the timestamp, on lines that are no header: a known analysis
+        # must not make them records' first lines.
+        "2023-13-13T15:44:04.906673Z ERROR ExtHandler ExtHandler Event: name=A.B, op=Install",
+        "x023-03-13T15:44:04.906673Z INFO ExtHandler ExtHandler the goal state is 5",
+        "ab",
+        event.replace("04.9", "05.9"),
+        quiet,
+    ]
+    final = assert_same(["\n".join(lines * 3)], BERLIN)
+    assert final["events"]["extension_operation_failed"]["count"] == 6
+
+
+def test_a_piece_with_many_short_records_and_few_continuations_takes_the_shortcut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The continuation lines are counted in the middle only: those before the first
+    header and after the last one do not send a piece to the reference."""
+    calls = []
+    original = LogIngest._fast_middle
+
+    def spy(self: LogIngest, *args: Any) -> bool:
+        calls.append(args[-1])
+        return original(self, *args)
+
+    monkeypatch.setattr(LogIngest, "_fast_middle", spy)
+    lines = (
+        ["  leading continuation"] * (MAX_RECORD_LINES - 5)
+        + [f"2023-03-13T15:44:{n:02d}Z INFO ExtHandler r{n}" for n in range(30)]
+        + ["  trailing continuation"] * (MAX_RECORD_LINES + 5)
+    )
+    lines.insert(MAX_RECORD_LINES + 3, "  one in the middle")
+    assert_same(["\n".join(lines)], BERLIN)
+    assert calls == [1]

@@ -338,3 +338,21 @@ def test_a_snapshot_is_not_changed_by_later_records() -> None:
     assert signals.counts_by_level["ERROR"] == 2
     assert frozen.events["goal_state_fetch_failed"].count == 1
     assert signals.events["goal_state_fetch_failed"].count == 2
+
+
+def test_a_snapshot_copies_every_field_of_every_event() -> None:
+    import dataclasses
+
+    from waagent_guard.agent.log import LogSignals, parse_records
+
+    signals = LogSignals()
+    line = ("2023-03-13T15:44:04.906673Z ERROR ExtHandler ExtHandler Error fetching the goal"
+            " state: x")
+    for record in parse_records([line, line.replace("04.9", "05.9")]):
+        signals.update(record)
+    frozen = signals.snapshot()
+    for name, stat in signals.events.items():
+        # a field added to EventStat later must be copied too (snapshot builds them)
+        assert dataclasses.asdict(frozen.events[name]) == dataclasses.asdict(stat), name
+        assert frozen.events[name].subjects is not stat.subjects
+    assert frozen.events["goal_state_fetch_failed"].last_message is not None

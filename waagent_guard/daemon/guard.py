@@ -63,6 +63,43 @@ MANAGER_EVERY_TICKS = 4
 AGENT_CHURN_DIRS = ("history", "events")
 
 
+def watched_directories(observation: Observation, log_path: Path) -> list[tuple[Path, bool]]:
+    """What the guard watches, as (directory, recursive): waagent.conf's and the log's
+    directories, Lib.Dir itself (its own files and new directories), and inside it only
+    what the guard reads: each extension handler's directory (its status/ and config/)
+    and each downloaded agent's (its error.json). Not the agent's history/ and events/,
+    which it rewrites every few seconds: their events would wake watchdog's threads
+    for nothing. The list follows each look (`EventLoop.rewatch`)."""
+    lib = observation.lib
+    return [
+        (observation.conf_path.parent, False),
+        (log_path.parent, False),
+        (lib.lib_dir, False),
+        *((handler.directory, True) for handler in lib.handlers),
+        *((lib.lib_dir / f"WALinuxAgent-{agent.version}", False) for agent in lib.agent_versions),
+    ]
+
+
+def wakes_the_loop(path: str, *, conf_path: str, log_path: str, lib_dir: str) -> bool:
+    """Whether a file event at `path` is worth waking the loop before the tick.
+
+    Of waagent.conf's and the log's directories (`watched_directories`) only those two
+    files matter: /etc and /var/log are written by everything else on the VM (syslog,
+    journald's files, other daemons), and each of their events would otherwise cost a
+    wake-up. Under Lib.Dir everything watched matters (its own files, extension status,
+    new directories) except the creation of what the agent rewrites all the time and the
+    guard never reads (AGENT_CHURN_DIRS: history/ every ~6 s, events/ a file per logged
+    error). The tick still looks at everything.
+    """
+    if path in (conf_path, log_path):
+        return True
+    prefix = lib_dir.rstrip(os.sep) + os.sep
+    if path != lib_dir and not path.startswith(prefix):
+        return False
+    relative = path[len(prefix):]
+    return relative.split(os.sep, 1)[0] not in AGENT_CHURN_DIRS
+
+
 class Guard:
     """The daemon: wires the keepers; `serve()` runs the loop."""
 
@@ -122,7 +159,6 @@ class Guard:
         self.next_tick = 0.0
         self.ticks_since_manager = 0
         self.dirty_since: Optional[float] = None
-        self.pending_paths: set[str] = set()
         self.stopping = False
 
     # -- start and stop --
@@ -136,13 +172,8 @@ class Guard:
             self.settings.metrics, lambda: self.published, config_path=self.config_path
         )
         observation = self._observe()
-        lib_dir = self.sysroot.path(observation.config.lib_dir)
         problems = self.loop.watch_directories(
-            [
-                (observation.conf_path.parent, False),
-                (self.feed.log_path.parent, False),
-                (lib_dir, True),
-            ]
+            watched_directories(observation, self.feed.log_path), wanted=self._wanted
         )
         for problem in problems:
             log.warning("%s", problem)
@@ -241,9 +272,11 @@ class Guard:
         now = self.monotonic()
         if wakeup.paths or self.feed.more_pending:
             self._consume_log()
-            self.pending_paths |= wakeup.paths
-            if self.dirty_since is None:
-                self.dirty_since = now
+            if wakeup.paths - {str(self.feed.log_path)}:  # waagent.conf, Lib.Dir
+                if self.dirty_since is None:
+                    self.dirty_since = now
+            elif self.dirty_since is None:
+                self._publish()  # only new log lines: counted above, published now
         if wakeup.agent_exited:
             log.info("the agent daemon exited")
             self.reconcile("agent exited")
@@ -290,37 +323,22 @@ class Guard:
             self.loop.poke()
 
     def _files_changed(self) -> None:
-        """Debounced file events: cheap work only (the tick and pidfd cover the rest).
-
-        Log lines were already read as they came; a change elsewhere (waagent.conf,
-        Lib.Dir: extension status, history) re-reads the files, but does not ask
-        the service manager again: the agent's exit is seen through its pidfd.
-        """
-        paths, self.pending_paths = self.pending_paths, set()
+        """Debounced file events (waagent.conf, Lib.Dir): the files are read again, but
+        the service manager is not asked: the agent's exit is seen through its pidfd."""
         self.dirty_since = None
-        if all(self._read_at_tick(path) for path in paths):
-            self._publish()
-            return
         self.reconcile(FILES)
 
-    def _read_at_tick(self, path: str) -> bool:
-        """Changes that need no look before the tick: log lines (already read as they
-        came), the agent's own status rewrites under history/ (every ~6 s) and its
-        telemetry under events/ (a file per logged error or event: every 2 s from an
-        agent that cannot reach the platform); the guard reads neither."""
+    def _wanted(self, path: str) -> bool:
+        """`wakes_the_loop` for the current observation (called on watchdog's thread)."""
         observation = self.observation
-        log_dir = str(self.feed.log_path.parent)
-        if path == log_dir or os.path.dirname(path) == log_dir:
-            # the directory's own "modified" comes with every line appended in it
-            return observation is None or path != str(observation.conf_path)
         if observation is None:
-            return False
-        lib_dir = str(self.sysroot.path(observation.config.lib_dir))
-        for name in AGENT_CHURN_DIRS:
-            churn = os.path.join(lib_dir, name)
-            if path == churn or path.startswith(churn + os.sep):
-                return True
-        return False
+            return True
+        return wakes_the_loop(
+            path,
+            conf_path=str(observation.conf_path),
+            log_path=str(self.feed.log_path),
+            lib_dir=str(self.sysroot.path(observation.config.lib_dir)),
+        )
 
     def _observe(self, *, ask_manager: bool = True, steady_tick: bool = False) -> Observation:
         self._consume_log()
@@ -355,6 +373,8 @@ class Guard:
             self.ticks_since_manager = 0
         self.observation = observation
         self.loop.watch_pid(observation.daemon.pid if observation.daemon else None)
+        for problem in self.loop.rewatch(watched_directories(observation, self.feed.log_path)):
+            log.debug("%s", problem)  # a directory gone since the look: the next one drops it
         return observation
 
     def reconcile(self, why: str) -> None:

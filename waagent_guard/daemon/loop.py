@@ -10,13 +10,14 @@ poll. This module decides nothing: it tells the daemon what happened.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import queue
 import selectors
 import signal
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -41,9 +42,21 @@ class Wakeup:
 # they change nothing on disk.
 READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})
 
+# The file events the guard acts on: a file or directory created, written, deleted or
+# moved. Where watchdog can filter (>= 4.0, `schedule(event_filter=...)`), the kernel is
+# asked for these only, so the rest never reaches watchdog's threads: the opens and
+# read-only closes of the guard's own reads, a written file's close, and the "modified"
+# of a directory that watchdog adds for every file event in it (every line appended to
+# waagent.log).
+WANTED_EVENTS = (
+    "FileCreatedEvent", "FileModifiedEvent", "FileDeletedEvent", "FileMovedEvent",
+    "DirCreatedEvent", "DirDeletedEvent", "DirMovedEvent",
+)
 
-def _make_watch_handler(loop: EventLoop) -> Any:
-    """A watchdog event handler that only enqueues (never decides)."""
+
+def _make_watch_handler(loop: EventLoop, wanted: Callable[[str], bool]) -> Any:
+    """A watchdog event handler that only enqueues (never decides): the paths `wanted`
+    (the daemon's filter, called on watchdog's thread) says are worth a wake-up."""
     from watchdog.events import FileSystemEventHandler
 
     class WatchHandler(FileSystemEventHandler):  # type: ignore[misc]
@@ -51,10 +64,24 @@ def _make_watch_handler(loop: EventLoop) -> Any:
             if getattr(event, "event_type", None) in READ_ONLY_EVENTS:
                 return  # our own reads would wake us again: a busy loop at the debounce rate
             for path in (getattr(event, "src_path", None), getattr(event, "dest_path", None)):
-                if path:
+                if path and wanted(os.fsdecode(path)):
                     loop.post_path(os.fsdecode(path))
 
     return WatchHandler()
+
+
+def _event_filter() -> Optional[list[Any]]:
+    """watchdog's event classes for WANTED_EVENTS, or None where `schedule` cannot filter."""
+    import watchdog.events
+    from watchdog.observers.api import BaseObserver
+
+    if "event_filter" not in inspect.signature(BaseObserver.schedule).parameters:
+        return None  # pragma: no cover - watchdog < 4.0; the handler still filters
+    return [getattr(watchdog.events, name) for name in WANTED_EVENTS]
+
+
+def _everything(path: str) -> bool:
+    return True
 
 
 class EventLoop:
@@ -70,6 +97,9 @@ class EventLoop:
         self._pidfd: Optional[int] = None
         self._watched_pid: Optional[int] = None
         self._observer: Any = None
+        self._watch_handler: Any = None
+        self._watch_options: dict[str, Any] = {}
+        self._watches: dict[tuple[Path, bool], Any] = {}
         self._previous_handlers: dict[int, Any] = {}
         self._previous_wakeup_fd: Optional[int] = None
         self._previous_mask: Optional[set[Union[int, signal.Signals]]] = None
@@ -103,30 +133,57 @@ class EventLoop:
             self._previous_wakeup_fd = None
 
     # -- file watching --
-    def watch_directories(self, directories: Iterable[tuple[Path, bool]]) -> list[str]:
-        """Watch each existing (directory, recursive); returns problems for the others."""
+    def watch_directories(self, directories: Iterable[tuple[Path, bool]],
+                          wanted: Callable[[str], bool] = _everything) -> list[str]:
+        """Start watching each existing (directory, recursive); returns problems for the
+        others. Only the paths `wanted` accepts wake the loop (it runs on watchdog's thread).
+        """
         from watchdog.observers import Observer
 
-        problems: list[str] = []
         observer = Observer()
-        handler = _make_watch_handler(self)
-        watched: set[Path] = set()
+        observer.daemon = True
+        self._watch_handler = _make_watch_handler(self, wanted)
+        event_filter = _event_filter()
+        self._watch_options = {} if event_filter is None else {"event_filter": event_filter}
+        self._observer = observer
+        problems = self.rewatch(directories)
+        observer.start()
+        return problems
+
+    def rewatch(self, directories: Iterable[tuple[Path, bool]]) -> list[str]:
+        """From now on watch exactly `directories`: the new ones are added, the ones no
+        longer listed dropped (an extension's directory that appeared or went away).
+        A directory listed twice is watched once, recursively if either asks so.
+        Does nothing before `watch_directories`."""
+        if self._observer is None:
+            return []
+        desired: dict[Path, bool] = {}
         for directory, recursive in directories:
-            if directory in watched:
+            desired[directory] = desired.get(directory, False) or recursive
+        for key in [key for key in self._watches if desired.get(key[0]) != key[1]]:
+            with contextlib.suppress(KeyError, OSError):
+                self._observer.unschedule(self._watches[key])
+            del self._watches[key]
+        problems: list[str] = []
+        for directory, recursive in desired.items():
+            if (directory, recursive) in self._watches:
                 continue
             if not directory.is_dir():
                 problems.append(f"{directory}: not a directory; not watched (the tick still runs)")
                 continue
             try:
-                observer.schedule(handler, str(directory), recursive=recursive)
+                self._watches[(directory, recursive)] = self._observer.schedule(
+                    self._watch_handler, str(directory), recursive=recursive,
+                    **self._watch_options,
+                )
             except OSError as error:
                 problems.append(f"{directory}: cannot watch ({error}); the tick still runs")
-                continue
-            watched.add(directory)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
         return problems
+
+    @property
+    def watched(self) -> dict[Path, bool]:
+        """What is watched now: directory -> recursive."""
+        return {directory: recursive for directory, recursive in self._watches}
 
     def post_path(self, path: str) -> None:
         """Called from observer threads: enqueue and poke the loop."""
@@ -230,6 +287,7 @@ class EventLoop:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+            self._watches.clear()
         self._close_pidfd()
         self.restore_signal_handlers()
         self._selector.close()

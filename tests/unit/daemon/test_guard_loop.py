@@ -18,7 +18,7 @@ import pytest
 from tests.inprocess import FAILED, FakeNotifier, World
 from waagent_guard.daemon.control import request
 from waagent_guard.daemon.doctor_worker import CheckWorker
-from waagent_guard.daemon.guard import FILES
+from waagent_guard.daemon.guard import FILES, wakes_the_loop, watched_directories
 from waagent_guard.daemon.loop import Wakeup
 from waagent_guard.doctor.facts import FactSources
 from waagent_guard.doctor.runner import DoctorRunner
@@ -79,24 +79,83 @@ def test_a_file_event_is_debounced_then_rereads_files_without_asking_the_manager
     assert world.guard.next_tick == tick  # and the tick did not move
 
 
-def test_log_lines_and_the_agents_history_rewrites_wait_for_the_tick(world: World) -> None:
+def test_new_log_lines_are_published_in_the_same_wake_up_without_looking_again(
+    world: World,
+) -> None:
     running(world)
+    world.guard.feed.start()  # follow the log from its end, as `start()` does
     first = world.guard.observation
-    history = world.root / "var/lib/waagent/history/2026-11-26.zip"
-    events = world.root / "var/lib/waagent/events/1764741952667947.tld"  # issue 15
+    errors = world.guard.feed.signals.counts_by_level["ERROR"]
     log = world.root / "var/log/waagent.log"
-    # watchdog also reports the log's directory as modified with every line (issue 15:
-    # that event alone made each logged line cost a full look, ~4 ms)
-    world.guard.handle(Wakeup(paths={str(history), str(events), str(log), str(log.parent)}))
     world.monotonic.advance(1)
-    world.guard.handle(Wakeup())
-    assert world.guard.observation is first  # published again, not observed again
+    world.clock.advance(1)
+    with log.open("a") as handle:
+        handle.write("2026-12-03T08:00:00.000000Z ERROR Daemon Daemon no route\n")
+        # a record is complete when the next one starts (tracebacks continue it)
+        handle.write("2026-12-03T08:00:02.000000Z ERROR Daemon Daemon no route\n")
+    world.guard.handle(Wakeup(paths={str(log)}))
+    assert world.guard.dirty_since is None  # no second wake-up for a debounce (issue 15)
+    assert world.guard.observation is first  # not observed again
     assert world.guard.published.last_reconcile == world.clock()
+    published = world.guard.published.observation
+    assert published is not None and published.log.counts_by_level["ERROR"] == errors + 1
+
+
+def test_a_log_line_during_a_pending_file_change_waits_for_its_look(world: World) -> None:
+    running(world)
+    log = world.root / "var/log/waagent.log"
+    world.guard.handle(Wakeup(paths={str(world.conf), str(log)}))
+    assert world.guard.dirty_since == world.monotonic()
+    world.monotonic.advance(world.settings.daemon.debounce_seconds)
+    world.guard.handle(Wakeup(paths={str(log)}))
+    assert world.guard.dirty_since is None  # the look ran and published the lines too
+
+
+def test_what_is_watched_follows_the_look(world: World) -> None:
+    lib = world.root / "var/lib/waagent"
+    for directory in (f"{HANDLER}/status", "WALinuxAgent-2.9.1.1", "history/x", "events"):
+        (lib / directory).mkdir(parents=True)
+    running(world)
+    observation = world.guard.observation
+    assert observation is not None
+    assert watched_directories(observation, world.root / "var/log/waagent.log") == [
+        (world.root / "etc", False),
+        (world.root / "var/log", False),
+        (lib, False),
+        (lib / HANDLER, True),
+        (lib / "WALinuxAgent-2.9.1.1", False),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("relative", "wakes"),
+    [
+        ("etc/waagent.conf", True),
+        ("var/log/waagent.log", True),
+        ("etc/resolv.conf", False),  # the rest of /etc and /var/log: not ours
+        ("var/log/syslog", False),
+        ("var/log/waagent.log.1", False),  # rotation is seen on waagent.log itself
+        ("var/log", False),  # the directory's own "modified"
+        ("var/lib/waagent", True),
+        ("var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux-1.0.9225.0"
+         "/status/0.status", True),
+        ("var/lib/waagent/WireServerEndpoint", True),
+        ("var/lib/waagent/history/2026-11-26.zip", False),
+        ("var/lib/waagent/history", False),
+        ("var/lib/waagent/events/1764741952667947.tld", False),
+        ("var/lib/waagent/Microsoft.Foo-1.0/history", True),  # only Lib.Dir's own
+        ("var/lib/waagent-old/events/1.tld", False),  # a sibling, not Lib.Dir
+    ],
+)
+def test_which_file_events_wake_the_loop(relative: str, wakes: bool) -> None:
+    assert wakes_the_loop(
+        f"/r/{relative}", conf_path="/r/etc/waagent.conf", log_path="/r/var/log/waagent.log",
+        lib_dir="/r/var/lib/waagent",
+    ) is wakes
 
 
 def test_a_files_reconciliation_before_any_observation_asks_the_manager(world: World) -> None:
     world.start_agent()
-    world.guard.pending_paths = {str(world.conf)}
     world.guard.reconcile(FILES)
     assert world.manager.state_calls == 1
     assert world.guard.observation is not None and world.guard.observation.unit is not None
@@ -329,6 +388,48 @@ def test_a_file_event_wakes_the_loop(started: World) -> None:
     while not wakeup.paths:  # a watchdog thread may post after the first poke
         wakeup = started.guard.loop.wait(30)
     assert str(started.conf) in wakeup.paths
+
+
+def test_the_agents_churn_and_other_files_never_wake_the_loop(started: World) -> None:
+    events = started.root / "var/lib/waagent/events"
+    events.mkdir(parents=True, exist_ok=True)
+    for index in range(5):
+        (events / f"{index}.tld").write_text("{}")
+        (started.root / "var/log/syslog").write_text(f"line {index}\n")
+        (started.root / "etc/hosts").write_text(f"127.0.0.{index} x\n")
+    # a file that matters, written last: once it arrives, everything above has been
+    # dispatched by watchdog's one thread (in order)
+    started.conf.write_text("Logs.Verbose=n\n")
+    seen: set[str] = set()
+    while str(started.conf) not in seen:
+        seen |= started.guard.loop.wait(30).paths
+    assert seen == {str(started.conf)}
+
+
+HANDLER = "Microsoft.Azure.RecoveryServices.VMSnapshotLinux-1.0.9225.0"
+
+
+def test_an_extension_installed_after_start_is_watched_and_the_churn_never_is(
+    started: World,
+) -> None:
+    lib = started.root / "var/lib/waagent"
+    for churn in ("history", "events"):
+        (lib / churn).mkdir(exist_ok=True)
+    status = lib / HANDLER / "status"
+    status.mkdir(parents=True)  # the agent installs the extension
+    started.guard.reconcile("tick")  # the next look sees it
+    watched = started.guard.loop.watched
+    assert watched[lib] is False and watched[lib / HANDLER] is True
+    assert lib / "history" not in watched and lib / "events" not in watched
+    seen: set[str] = set()
+    (status / "0.status").write_text("[]")
+    while str(status / "0.status") not in seen:
+        seen |= started.guard.loop.wait(30).paths
+    (lib / HANDLER / "status" / "0.status").unlink()
+    (status).rmdir()
+    (lib / HANDLER).rmdir()  # uninstalled: the next look drops its watch
+    started.guard.reconcile("tick")
+    assert lib / HANDLER not in started.guard.loop.watched
 
 
 def test_a_signal_wakes_the_loop(started: World) -> None:
