@@ -53,7 +53,7 @@ def test_only_the_paths_the_daemon_wants_wake_the_loop(tmp_path: Path) -> None:
         wanted, other = tmp_path / "waagent.conf", tmp_path / "resolv.conf"
         assert loop.watch_directories(
             [(tmp_path, False)],
-            interest=lambda path: "now" if path == str(wanted) else "ignore",
+            interest=lambda path, _event: "now" if path == str(wanted) else "ignore",
         ) == []
         other.write_text("nameserver 127.0.0.1\n")  # first: watchdog dispatches in order
         wanted.write_text("Logs.Verbose=n\n")

@@ -80,21 +80,25 @@ def watched_directories(observation: Observation, log_path: Path) -> list[tuple[
     ]
 
 
-def file_interest(path: str, *, conf_path: str, log_path: str, lib_dir: str) -> Interest:
+def file_interest(
+    path: str, event_type: str, *, conf_path: str, log_path: str, lib_dir: str
+) -> Interest:
     """What a file event at `path` is worth before the tick (`EventLoop`'s Interest).
 
     Of waagent.conf's and the log's directories (`watched_directories`) only those two
     files matter: /etc and /var/log are written by everything else on the VM (syslog,
     journald's files, other daemons), and each of their events would otherwise cost a
-    wake-up. New log lines are read in batches (`daemon.log_batch_seconds`): an agent
-    that logs an error every 2 s would otherwise wake the guard every 2 s. Under Lib.Dir
+    wake-up. New log lines (the log "modified") are read in batches
+    (`daemon.log_batch_seconds`): an agent that logs an error every 2 s would otherwise
+    wake the guard every 2 s; the log moved, deleted or created (a rotation) wakes it at
+    once, so the tailer keeps the rotated file open before the next one. Under Lib.Dir
     everything watched matters (its own files, extension status, new directories) except
     the creation of what the agent rewrites all the time and the guard never reads
     (AGENT_CHURN_DIRS: history/ every ~6 s, events/ a file per logged error). The tick
     still looks at everything.
     """
     if path == log_path:
-        return "batch"
+        return "batch" if event_type == "modified" else "now"
     if path == conf_path:
         return "now"
     prefix = lib_dir.rstrip(os.sep) + os.sep
@@ -351,13 +355,14 @@ class Guard:
         self.dirty_since = None
         self.reconcile(FILES)
 
-    def _interest(self, path: str) -> Interest:
+    def _interest(self, path: str, event_type: str) -> Interest:
         """`file_interest` for the current observation (called on watchdog's thread)."""
         observation = self.observation
         if observation is None:
             return "now"
         interest = file_interest(
             path,
+            event_type,
             conf_path=str(observation.conf_path),
             log_path=str(self.feed.log_path),
             lib_dir=str(observation.lib.lib_dir),

@@ -54,25 +54,27 @@ WANTED_EVENTS = (
 )
 
 
-# What the daemon's filter says of a file event's path (it runs on watchdog's thread):
-# "now" wakes the loop, "batch" is queued and wakes it only when no batch is open
+# What the daemon's filter says of a file event (its path and watchdog's event_type,
+# "modified", "created", "moved", "deleted"; it runs on watchdog's thread): "now" wakes
+# the loop, "batch" is queued and wakes it only when no batch is open
 # (`EventLoop.batching`), "ignore" is dropped.
 Interest = Literal["now", "batch", "ignore"]
 
 
-def _make_watch_handler(loop: EventLoop, interest: Callable[[str], Interest]) -> Any:
+def _make_watch_handler(loop: EventLoop, interest: Callable[[str, str], Interest]) -> Any:
     """A watchdog event handler that only enqueues (never decides), as `interest` says."""
     from watchdog.events import FileSystemEventHandler
 
     class WatchHandler(FileSystemEventHandler):  # type: ignore[misc]
         def dispatch(self, event: Any) -> None:
-            if getattr(event, "event_type", None) in READ_ONLY_EVENTS:
+            event_type = str(getattr(event, "event_type", ""))
+            if event_type in READ_ONLY_EVENTS:
                 return  # our own reads would wake us again: a busy loop at the debounce rate
             for path in (getattr(event, "src_path", None), getattr(event, "dest_path", None)):
                 if not path:
                     continue
                 text = os.fsdecode(path)
-                kind = interest(text)
+                kind = interest(text, event_type)
                 if kind != "ignore":
                     loop.post_path(text, batch=kind == "batch")
 
@@ -89,7 +91,7 @@ def _event_filter() -> Optional[list[Any]]:
     return [getattr(watchdog.events, name) for name in WANTED_EVENTS]
 
 
-def _everything(path: str) -> Interest:
+def _everything(path: str, event_type: str) -> Interest:
     return "now"
 
 
@@ -146,7 +148,8 @@ class EventLoop:
 
     # -- file watching --
     def watch_directories(self, directories: Iterable[tuple[Path, bool]],
-                          interest: Callable[[str], Interest] = _everything) -> list[str]:
+                          interest: Callable[[str, str], Interest] = _everything,
+                          ) -> list[str]:
         """Start watching each existing (directory, recursive); returns problems for the
         others. `interest` (run on watchdog's thread) says which paths wake the loop."""
         from watchdog.observers import Observer

@@ -131,7 +131,7 @@ def test_what_is_watched_follows_the_look(world: World) -> None:
     ("relative", "interest"),
     [
         ("etc/waagent.conf", "now"),
-        ("var/log/waagent.log", "batch"),
+        ("var/log/waagent.log", "batch"),  # a line appended ("modified")
         ("etc/resolv.conf", "ignore"),  # the rest of /etc and /var/log: not ours
         ("var/log/syslog", "ignore"),
         ("var/log/waagent.log.1", "ignore"),  # rotation is seen on waagent.log itself
@@ -149,9 +149,18 @@ def test_what_is_watched_follows_the_look(world: World) -> None:
 )
 def test_what_a_file_event_is_worth(relative: str, interest: str) -> None:
     assert file_interest(
-        f"/r/{relative}", conf_path="/r/etc/waagent.conf", log_path="/r/var/log/waagent.log",
-        lib_dir="/r/var/lib/waagent",
+        f"/r/{relative}", "modified", conf_path="/r/etc/waagent.conf",
+        log_path="/r/var/log/waagent.log", lib_dir="/r/var/lib/waagent",
     ) == interest
+
+
+@pytest.mark.parametrize("event_type", ["moved", "deleted", "created"])
+def test_a_rotation_of_the_log_wakes_the_loop_at_once(event_type: str) -> None:
+    # the tailer must open the new file (keeping the old one) before the next rotation
+    assert file_interest(
+        "/r/var/log/waagent.log", event_type, conf_path="/r/etc/waagent.conf",
+        log_path="/r/var/log/waagent.log", lib_dir="/r/var/lib/waagent",
+    ) == "now"
 
 
 def append_line(world: World, second: int) -> None:
@@ -186,7 +195,7 @@ def test_log_batches_can_be_turned_off(world: World) -> None:
     guard = world.new_guard()
     guard.reconcile("start")
     log = str(world.root / "var/log/waagent.log")
-    assert guard._interest(log) == "now"
+    assert guard._interest(log, "modified") == "now"
     guard.handle(Wakeup(paths={log}))
     assert not guard.loop.batching and guard.log_batch_until is None
 
@@ -407,13 +416,17 @@ def test_a_control_request_wakes_the_loop_and_is_answered(started: World) -> Non
         target=lambda: answers.append(request(socket_path, {"op": "status"}, timeout=30))
     )
     client.start()
+    woken = False
     try:
-        for _ in range(100):  # other sources (inotify of our own writes) may wake it first
-            wakeup = guard.loop.wait(30)
+        # other sources (inotify of our own writes) may wake it first; the connection
+        # and the request line may come in two wake-ups
+        for _ in range(200):
+            wakeup = guard.loop.wait(1)
             guard.handle(wakeup)
-            if "control" in wakeup.readable:
+            woken = woken or "control" in wakeup.readable
+            if woken and not client.is_alive():
                 break
-        assert "control" in wakeup.readable
+        assert woken
     finally:
         client.join(30)
     assert answers and answers[0]["ok"] and answers[0]["status"].startswith("agent ")
