@@ -124,6 +124,10 @@ class ControlSettings(Section):
 class DaemonSettings(Section):
     tick_seconds: float = Field(15.0, gt=0, description="reconciliation period")
     debounce_seconds: float = Field(0.25, ge=0, description="file event debounce")
+    log_batch_seconds: float = Field(
+        5.0, ge=0, le=60,
+        description="new agent log lines are read within this long (0: each as it comes)",
+    )
     proc_poll_seconds: float = Field(0.5, gt=0, description="agent exit poll without pidfd")
     state_file: str = Field("/var/lib/waagent-guard/state.json", description="durable state")
 

@@ -52,7 +52,8 @@ def test_only_the_paths_the_daemon_wants_wake_the_loop(tmp_path: Path) -> None:
     try:
         wanted, other = tmp_path / "waagent.conf", tmp_path / "resolv.conf"
         assert loop.watch_directories(
-            [(tmp_path, False)], wanted=lambda path: path == str(wanted)
+            [(tmp_path, False)],
+            interest=lambda path, _event: "now" if path == str(wanted) else "ignore",
         ) == []
         other.write_text("nameserver 127.0.0.1\n")  # first: watchdog dispatches in order
         wanted.write_text("Logs.Verbose=n\n")
@@ -80,6 +81,34 @@ def test_rewatch_adds_new_directories_and_drops_the_rest(tmp_path: Path) -> None
         (second / "c").write_text("c")
         _, seen = wait_until(loop, lambda _w, paths: str(second / "c") in paths)
         assert str(first / "b") not in seen
+    finally:
+        loop.close()
+
+
+def poked(loop: EventLoop) -> bool:
+    try:
+        return bool(loop._wake_read.recv(4096))
+    except BlockingIOError:
+        return False
+
+
+def test_batched_paths_poke_only_when_no_batch_is_open() -> None:
+    loop = EventLoop()
+    try:
+        loop.post_path("/var/log/waagent.log", batch=True)
+        assert poked(loop)  # no batch open: the first line wakes the loop
+        loop.batching = True
+        loop.post_path("/var/log/waagent.log", batch=True)
+        assert not poked(loop)  # queued: the loop comes back by itself
+        loop.post_path("/etc/waagent.conf")
+        assert poked(loop)  # anything else wakes it at once
+        assert loop.wait(0).paths == {"/var/log/waagent.log", "/etc/waagent.conf"}
+        loop.end_batch()
+        assert not loop.batching and not poked(loop)  # nothing left behind
+        loop.batching = True
+        loop.post_path("/var/log/waagent.log", batch=True)  # queued just before the end
+        loop.end_batch()
+        assert poked(loop)  # not left waiting for the tick
     finally:
         loop.close()
 

@@ -31,7 +31,7 @@ from waagent_guard.daemon.doctor_worker import CheckWorker
 from waagent_guard.daemon.exporter import Exporter, maybe_exporter
 from waagent_guard.daemon.leases import LeaseKeeper, Peer
 from waagent_guard.daemon.logfeed import LogFeed
-from waagent_guard.daemon.loop import EventLoop, Wakeup
+from waagent_guard.daemon.loop import EventLoop, Interest, Wakeup
 from waagent_guard.daemon.notify import Notifier, ServiceNotifier
 from waagent_guard.daemon.reload import ReloadPlan, plan_reload
 from waagent_guard.daemon.restarts import RestartKeeper
@@ -80,24 +80,32 @@ def watched_directories(observation: Observation, log_path: Path) -> list[tuple[
     ]
 
 
-def wakes_the_loop(path: str, *, conf_path: str, log_path: str, lib_dir: str) -> bool:
-    """Whether a file event at `path` is worth waking the loop before the tick.
+def file_interest(
+    path: str, event_type: str, *, conf_path: str, log_path: str, lib_dir: str
+) -> Interest:
+    """What a file event at `path` is worth before the tick (`EventLoop`'s Interest).
 
     Of waagent.conf's and the log's directories (`watched_directories`) only those two
     files matter: /etc and /var/log are written by everything else on the VM (syslog,
     journald's files, other daemons), and each of their events would otherwise cost a
-    wake-up. Under Lib.Dir everything watched matters (its own files, extension status,
-    new directories) except the creation of what the agent rewrites all the time and the
-    guard never reads (AGENT_CHURN_DIRS: history/ every ~6 s, events/ a file per logged
-    error). The tick still looks at everything.
+    wake-up. New log lines (the log "modified") are read in batches
+    (`daemon.log_batch_seconds`): an agent that logs an error every 2 s would otherwise
+    wake the guard every 2 s; the log moved, deleted or created (a rotation) wakes it at
+    once, so the tailer keeps the rotated file open before the next one. Under Lib.Dir
+    everything watched matters (its own files, extension status, new directories) except
+    the creation of what the agent rewrites all the time and the guard never reads
+    (AGENT_CHURN_DIRS: history/ every ~6 s, events/ a file per logged error). The tick
+    still looks at everything.
     """
-    if path in (conf_path, log_path):
-        return True
+    if path == log_path:
+        return "batch" if event_type == "modified" else "now"
+    if path == conf_path:
+        return "now"
     prefix = lib_dir.rstrip(os.sep) + os.sep
     if path != lib_dir and not path.startswith(prefix):
-        return False
+        return "ignore"
     relative = path[len(prefix):]
-    return relative.split(os.sep, 1)[0] not in AGENT_CHURN_DIRS
+    return "ignore" if relative.split(os.sep, 1)[0] in AGENT_CHURN_DIRS else "now"
 
 
 class Guard:
@@ -159,6 +167,7 @@ class Guard:
         self.next_tick = 0.0
         self.ticks_since_manager = 0
         self.dirty_since: Optional[float] = None
+        self.log_batch_until: Optional[float] = None  # see _batch_log
         self.stopping = False
 
     # -- start and stop --
@@ -173,7 +182,7 @@ class Guard:
         )
         observation = self._observe()
         problems = self.loop.watch_directories(
-            watched_directories(observation, self.feed.log_path), wanted=self._wanted
+            watched_directories(observation, self.feed.log_path), interest=self._interest
         )
         for problem in problems:
             log.warning("%s", problem)
@@ -246,6 +255,8 @@ class Guard:
             deadlines.append(next_ping)
         if self.dirty_since is not None:
             deadlines.append(self.dirty_since + self.settings.daemon.debounce_seconds)
+        if self.log_batch_until is not None:
+            deadlines.append(self.log_batch_until)
         if self.restarts.next_wake is not None:
             deadlines.append(self.restarts.next_wake)
         control_wake = self.control.wake_in() if self.control is not None else None
@@ -270,13 +281,15 @@ class Guard:
             self.control.handle_ready()  # also a client's deadline (control.py)
         self.run_pending_restart()  # the request was answered above
         now = self.monotonic()
+        log_path = str(self.feed.log_path)
         if wakeup.paths or self.feed.more_pending:
             self._consume_log()
-            if wakeup.paths - {str(self.feed.log_path)}:  # waagent.conf, Lib.Dir
+            if wakeup.paths - {log_path}:  # waagent.conf, Lib.Dir
                 if self.dirty_since is None:
                     self.dirty_since = now
             elif self.dirty_since is None:
                 self._publish()  # only new log lines: counted above, published now
+        self._batch_log(log_path in wakeup.paths, now)
         if wakeup.agent_exited:
             log.info("the agent daemon exited")
             self.reconcile("agent exited")
@@ -295,6 +308,20 @@ class Guard:
             self._files_changed()
         elif self.checks is not None and self.checks.results()[0] is not self.published.checks:
             self._publish()  # the doctor worker finished a run
+
+    def _batch_log(self, lines_came: bool, now: float) -> None:
+        """While log lines keep coming, read them once per `daemon.log_batch_seconds`:
+        the first line after a quiet spell wakes the loop and opens a batch, the lines
+        within it are only queued (`EventLoop.batching`), and the loop comes back at its
+        end; a batch in which no line came is closed (the next line wakes the loop)."""
+        seconds = self.settings.daemon.log_batch_seconds
+        due = self.log_batch_until is not None and now >= self.log_batch_until
+        if lines_came and seconds > 0 and (self.log_batch_until is None or due):
+            self.log_batch_until = now + seconds
+            self.loop.batching = True
+        elif due or (self.log_batch_until is not None and seconds == 0):
+            self.log_batch_until = None
+            self.loop.end_batch()
 
     def run_pending_restart(self) -> None:
         """The restart a control request asked for, after its answer was sent."""
@@ -328,17 +355,21 @@ class Guard:
         self.dirty_since = None
         self.reconcile(FILES)
 
-    def _wanted(self, path: str) -> bool:
-        """`wakes_the_loop` for the current observation (called on watchdog's thread)."""
+    def _interest(self, path: str, event_type: str) -> Interest:
+        """`file_interest` for the current observation (called on watchdog's thread)."""
         observation = self.observation
         if observation is None:
-            return True
-        return wakes_the_loop(
+            return "now"
+        interest = file_interest(
             path,
+            event_type,
             conf_path=str(observation.conf_path),
             log_path=str(self.feed.log_path),
-            lib_dir=str(self.sysroot.path(observation.config.lib_dir)),
+            lib_dir=str(observation.lib.lib_dir),
         )
+        if interest == "batch" and self.settings.daemon.log_batch_seconds == 0:
+            return "now"
+        return interest
 
     def _observe(self, *, ask_manager: bool = True, steady_tick: bool = False) -> Observation:
         self._consume_log()

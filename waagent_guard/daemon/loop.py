@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +54,29 @@ WANTED_EVENTS = (
 )
 
 
-def _make_watch_handler(loop: EventLoop, wanted: Callable[[str], bool]) -> Any:
-    """A watchdog event handler that only enqueues (never decides): the paths `wanted`
-    (the daemon's filter, called on watchdog's thread) says are worth a wake-up."""
+# What the daemon's filter says of a file event (its path and watchdog's event_type,
+# "modified", "created", "moved", "deleted"; it runs on watchdog's thread): "now" wakes
+# the loop, "batch" is queued and wakes it only when no batch is open
+# (`EventLoop.batching`), "ignore" is dropped.
+Interest = Literal["now", "batch", "ignore"]
+
+
+def _make_watch_handler(loop: EventLoop, interest: Callable[[str, str], Interest]) -> Any:
+    """A watchdog event handler that only enqueues (never decides), as `interest` says."""
     from watchdog.events import FileSystemEventHandler
 
     class WatchHandler(FileSystemEventHandler):  # type: ignore[misc]
         def dispatch(self, event: Any) -> None:
-            if getattr(event, "event_type", None) in READ_ONLY_EVENTS:
+            event_type = str(getattr(event, "event_type", ""))
+            if event_type in READ_ONLY_EVENTS:
                 return  # our own reads would wake us again: a busy loop at the debounce rate
             for path in (getattr(event, "src_path", None), getattr(event, "dest_path", None)):
-                if path and wanted(os.fsdecode(path)):
-                    loop.post_path(os.fsdecode(path))
+                if not path:
+                    continue
+                text = os.fsdecode(path)
+                kind = interest(text, event_type)
+                if kind != "ignore":
+                    loop.post_path(text, batch=kind == "batch")
 
     return WatchHandler()
 
@@ -80,8 +91,8 @@ def _event_filter() -> Optional[list[Any]]:
     return [getattr(watchdog.events, name) for name in WANTED_EVENTS]
 
 
-def _everything(path: str) -> bool:
-    return True
+def _everything(path: str, event_type: str) -> Interest:
+    return "now"
 
 
 class EventLoop:
@@ -100,6 +111,9 @@ class EventLoop:
         self._watch_handler: Any = None
         self._watch_options: dict[str, Any] = {}
         self._watches: dict[tuple[Path, bool], Any] = {}
+        # Set by the daemon while it has promised to wake by itself soon (a deadline):
+        # batched paths are then only queued (see post_path, end_batch).
+        self.batching = False
         self._previous_handlers: dict[int, Any] = {}
         self._previous_wakeup_fd: Optional[int] = None
         self._previous_mask: Optional[set[Union[int, signal.Signals]]] = None
@@ -134,15 +148,15 @@ class EventLoop:
 
     # -- file watching --
     def watch_directories(self, directories: Iterable[tuple[Path, bool]],
-                          wanted: Callable[[str], bool] = _everything) -> list[str]:
+                          interest: Callable[[str, str], Interest] = _everything,
+                          ) -> list[str]:
         """Start watching each existing (directory, recursive); returns problems for the
-        others. Only the paths `wanted` accepts wake the loop (it runs on watchdog's thread).
-        """
+        others. `interest` (run on watchdog's thread) says which paths wake the loop."""
         from watchdog.observers import Observer
 
         observer = Observer()
         observer.daemon = True
-        self._watch_handler = _make_watch_handler(self, wanted)
+        self._watch_handler = _make_watch_handler(self, interest)
         event_filter = _event_filter()
         self._watch_options = {} if event_filter is None else {"event_filter": event_filter}
         self._observer = observer
@@ -185,10 +199,19 @@ class EventLoop:
         """What is watched now: directory -> recursive."""
         return {directory: recursive for directory, recursive in self._watches}
 
-    def post_path(self, path: str) -> None:
-        """Called from observer threads: enqueue and poke the loop."""
+    def post_path(self, path: str, *, batch: bool = False) -> None:
+        """Called from observer threads: enqueue, and poke the loop unless `batch` and a
+        batch is open (the loop comes back for it by itself)."""
         self._paths.put(path)
-        self.poke()
+        if not (batch and self.batching):
+            self.poke()
+
+    def end_batch(self) -> None:
+        """The loop will not come back by itself: batched paths poke it again. One that
+        was queued while the batch was still open is not left waiting for the tick."""
+        self.batching = False
+        if not self._paths.empty():
+            self.poke()
 
     def poke(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):

@@ -5,7 +5,7 @@
   path (`[agent]`), the followed log reopened (`agent.log_path`), a new doctor
   worker (`[doctor]`, `[vmsnapshot]`, `[agent]`), the log level (`[logging]`);
 - in place, read on the next pass (`ReloadPlan.next_pass`): `[restart]`,
-  `[verbose]`, `daemon.tick_seconds`, `daemon.debounce_seconds`;
+  `[verbose]`, `daemon.tick_seconds`, `daemon.debounce_seconds`, `daemon.log_batch_seconds`;
 - at the guard's next start only (`ReloadPlan.at_next_start`, named in a
   warning): the listening sockets (`[metrics]`, `[control]`), the state file and
   the /proc poll (`daemon.state_file`, `daemon.proc_poll_seconds`).

@@ -18,7 +18,7 @@ import pytest
 from tests.inprocess import FAILED, FakeNotifier, World
 from waagent_guard.daemon.control import request
 from waagent_guard.daemon.doctor_worker import CheckWorker
-from waagent_guard.daemon.guard import FILES, wakes_the_loop, watched_directories
+from waagent_guard.daemon.guard import FILES, file_interest, watched_directories
 from waagent_guard.daemon.loop import Wakeup
 from waagent_guard.doctor.facts import FactSources
 from waagent_guard.doctor.runner import DoctorRunner
@@ -128,30 +128,76 @@ def test_what_is_watched_follows_the_look(world: World) -> None:
 
 
 @pytest.mark.parametrize(
-    ("relative", "wakes"),
+    ("relative", "interest"),
     [
-        ("etc/waagent.conf", True),
-        ("var/log/waagent.log", True),
-        ("etc/resolv.conf", False),  # the rest of /etc and /var/log: not ours
-        ("var/log/syslog", False),
-        ("var/log/waagent.log.1", False),  # rotation is seen on waagent.log itself
-        ("var/log", False),  # the directory's own "modified"
-        ("var/lib/waagent", True),
+        ("etc/waagent.conf", "now"),
+        ("var/log/waagent.log", "batch"),  # a line appended ("modified")
+        ("etc/resolv.conf", "ignore"),  # the rest of /etc and /var/log: not ours
+        ("var/log/syslog", "ignore"),
+        ("var/log/waagent.log.1", "ignore"),  # rotation is seen on waagent.log itself
+        ("var/log", "ignore"),  # the directory's own "modified"
+        ("var/lib/waagent", "now"),
         ("var/lib/waagent/Microsoft.Azure.RecoveryServices.VMSnapshotLinux-1.0.9225.0"
-         "/status/0.status", True),
-        ("var/lib/waagent/WireServerEndpoint", True),
-        ("var/lib/waagent/history/2026-11-26.zip", False),
-        ("var/lib/waagent/history", False),
-        ("var/lib/waagent/events/1764741952667947.tld", False),
-        ("var/lib/waagent/Microsoft.Foo-1.0/history", True),  # only Lib.Dir's own
-        ("var/lib/waagent-old/events/1.tld", False),  # a sibling, not Lib.Dir
+         "/status/0.status", "now"),
+        ("var/lib/waagent/WireServerEndpoint", "now"),
+        ("var/lib/waagent/history/2026-11-26.zip", "ignore"),
+        ("var/lib/waagent/history", "ignore"),
+        ("var/lib/waagent/events/1764741952667947.tld", "ignore"),
+        ("var/lib/waagent/Microsoft.Foo-1.0/history", "now"),  # only Lib.Dir's own
+        ("var/lib/waagent-old/events/1.tld", "ignore"),  # a sibling, not Lib.Dir
     ],
 )
-def test_which_file_events_wake_the_loop(relative: str, wakes: bool) -> None:
-    assert wakes_the_loop(
-        f"/r/{relative}", conf_path="/r/etc/waagent.conf", log_path="/r/var/log/waagent.log",
-        lib_dir="/r/var/lib/waagent",
-    ) is wakes
+def test_what_a_file_event_is_worth(relative: str, interest: str) -> None:
+    assert file_interest(
+        f"/r/{relative}", "modified", conf_path="/r/etc/waagent.conf",
+        log_path="/r/var/log/waagent.log", lib_dir="/r/var/lib/waagent",
+    ) == interest
+
+
+@pytest.mark.parametrize("event_type", ["moved", "deleted", "created"])
+def test_a_rotation_of_the_log_wakes_the_loop_at_once(event_type: str) -> None:
+    # the tailer must open the new file (keeping the old one) before the next rotation
+    assert file_interest(
+        "/r/var/log/waagent.log", event_type, conf_path="/r/etc/waagent.conf",
+        log_path="/r/var/log/waagent.log", lib_dir="/r/var/lib/waagent",
+    ) == "now"
+
+
+def append_line(world: World, second: int) -> None:
+    with (world.root / "var/log/waagent.log").open("a") as handle:
+        handle.write(f"2026-12-03T08:00:{second:02d}.000000Z ERROR Daemon Daemon no route\n")
+
+
+def test_log_lines_that_keep_coming_are_read_once_per_batch(world: World) -> None:
+    running(world)
+    world.guard.feed.start()
+    log = str(world.root / "var/log/waagent.log")
+    batch = world.settings.daemon.log_batch_seconds
+    append_line(world, 0)
+    world.guard.handle(Wakeup(paths={log}))  # the first line after a quiet spell
+    assert world.guard.loop.batching  # the next ones are only queued...
+    assert world.guard.log_batch_until == world.monotonic() + batch
+    assert world.guard.timeout() == pytest.approx(batch)  # ...the loop comes back for them
+    append_line(world, 2)
+    append_line(world, 4)
+    world.monotonic.advance(batch)
+    world.guard.handle(Wakeup(paths={log}))  # the batch's end: lines came, a new batch
+    assert world.guard.feed.signals.counts_by_level["ERROR"] == 2  # the third is still open
+    assert world.guard.loop.batching
+    assert world.guard.log_batch_until == world.monotonic() + batch
+    world.monotonic.advance(batch)
+    world.guard.handle(Wakeup())  # no line in that batch: closed
+    assert not world.guard.loop.batching and world.guard.log_batch_until is None
+
+
+def test_log_batches_can_be_turned_off(world: World) -> None:
+    world.settings = world.write_config(daemon={"log_batch_seconds": 0})
+    guard = world.new_guard()
+    guard.reconcile("start")
+    log = str(world.root / "var/log/waagent.log")
+    assert guard._interest(log, "modified") == "now"
+    guard.handle(Wakeup(paths={log}))
+    assert not guard.loop.batching and guard.log_batch_until is None
 
 
 def test_a_files_reconciliation_before_any_observation_asks_the_manager(world: World) -> None:
@@ -370,13 +416,17 @@ def test_a_control_request_wakes_the_loop_and_is_answered(started: World) -> Non
         target=lambda: answers.append(request(socket_path, {"op": "status"}, timeout=30))
     )
     client.start()
+    woken = False
     try:
-        for _ in range(100):  # other sources (inotify of our own writes) may wake it first
-            wakeup = guard.loop.wait(30)
+        # other sources (inotify of our own writes) may wake it first; the connection
+        # and the request line may come in two wake-ups
+        for _ in range(200):
+            wakeup = guard.loop.wait(1)
             guard.handle(wakeup)
-            if "control" in wakeup.readable:
+            woken = woken or "control" in wakeup.readable
+            if woken and not client.is_alive():
                 break
-        assert "control" in wakeup.readable
+        assert woken
     finally:
         client.join(30)
     assert answers and answers[0]["ok"] and answers[0]["status"].startswith("agent ")
