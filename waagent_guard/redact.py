@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import logging
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,8 +42,59 @@ _OVERLONG_OVERLAP = 512  # longer than any block token
 MIN_CLEAN_BYTES = 4096
 
 Replacement = Union[bytes, Callable[["re.Match[bytes]"], bytes]]
-Anchor = Union[bytes, "re.Pattern[bytes]"]
-LeakCheck = tuple[str, "re.Pattern[bytes]", tuple[Anchor, ...]]  # rule name, leak, anchors
+
+
+class LazyPattern:
+    """A bytes regular expression compiled when it is first used.
+
+    Importing this module used to compile about fifty patterns: 25 ms of every `status`
+    and `doctor` run (docs/PERFORMANCE.md, row 8), which redact a few strings that meet
+    one or two rules. The rules' patterns are compiled on first use instead; after that,
+    each method is the compiled pattern's own (bound into the instance: no extra call).
+    """
+
+    def __init__(self, pattern: bytes, flags: int = 0) -> None:
+        self.pattern = pattern
+        self.flags = flags
+
+    def compiled(self) -> re.Pattern[bytes]:
+        compiled = re.compile(self.pattern, self.flags)
+        self.__dict__.update(  # later calls go straight to the compiled pattern
+            search=compiled.search, match=compiled.match, fullmatch=compiled.fullmatch,
+            finditer=compiled.finditer, sub=compiled.sub, compiled=lambda: compiled,
+        )
+        return compiled
+
+    def search(self, string: bytes, pos: int = 0,
+               endpos: int = sys.maxsize) -> Optional[re.Match[bytes]]:
+        return self.compiled().search(string, pos, endpos)
+
+    def match(self, string: bytes, pos: int = 0,
+              endpos: int = sys.maxsize) -> Optional[re.Match[bytes]]:
+        return self.compiled().match(string, pos, endpos)
+
+    def fullmatch(self, string: bytes, pos: int = 0,
+                  endpos: int = sys.maxsize) -> Optional[re.Match[bytes]]:
+        return self.compiled().fullmatch(string, pos, endpos)
+
+    def finditer(self, string: bytes, pos: int = 0,
+                 endpos: int = sys.maxsize) -> Iterator[re.Match[bytes]]:
+        return self.compiled().finditer(string, pos, endpos)
+
+    def sub(self, repl: Replacement, string: bytes, count: int = 0) -> bytes:
+        return self.compiled().sub(repl, string, count)
+
+    def __repr__(self) -> str:
+        return f"LazyPattern({self.pattern!r}, {self.flags})"
+
+
+def _lazy(pattern: bytes, flags: int = 0) -> LazyPattern:
+    return LazyPattern(pattern, flags)
+
+
+Regex = Union["re.Pattern[bytes]", LazyPattern]
+Anchor = Union[bytes, Regex]
+LeakCheck = tuple[str, Regex, tuple[Anchor, ...]]  # rule name, leak, anchors
 
 
 @dataclass(frozen=True)
@@ -51,9 +103,9 @@ class SubstitutionRule:
 
     name: str
     description: str
-    pattern: re.Pattern[bytes]
+    pattern: Regex
     replacement: Replacement
-    leak: Optional[re.Pattern[bytes]] = None
+    leak: Optional[Regex] = None
     # Every change the pattern makes, and every leak match, contains one of these: a
     # lower-cased literal or (a pattern) a base64 DER run. Empty: the rule always runs.
     anchors: tuple[Anchor, ...] = ()
@@ -70,13 +122,13 @@ class BlockRule:
 
     name: str
     description: str
-    begin: re.Pattern[bytes]
-    end: re.Pattern[bytes]
+    begin: Regex
+    end: Regex
     keep_tokens: bool
-    leak: Optional[re.Pattern[bytes]] = None
+    leak: Optional[Regex] = None
     json_value: bool = False
     indented: bool = False  # ends at the first non-blank line indented no deeper than the begin
-    continues: Optional[re.Pattern[bytes]] = None  # stays open while whole lines match this
+    continues: Optional[Regex] = None  # stays open while whole lines match this
     anchors: tuple[Anchor, ...] = ()  # as for SubstitutionRule: every begin or leak match holds one
 
 
@@ -126,37 +178,37 @@ def _keep_group_one(match: re.Match[bytes]) -> bytes:
 PEM_PRIVATE_KEY = BlockRule(
     name="pem_private_key",
     description="PEM and SSH2 private-key blocks (-----BEGIN ... PRIVATE KEY----- to -----END)",
-    begin=re.compile(rb"-{4,5} ?BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)? ?-{4,5}"),
-    end=re.compile(rb"-{4,5} ?END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)? ?-{4,5}"),
+    begin=_lazy(rb"-{4,5} ?BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)? ?-{4,5}"),
+    end=_lazy(rb"-{4,5} ?END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)? ?-{4,5}"),
     keep_tokens=False,
-    leak=re.compile(rb"-{4,5} ?(?:BEGIN|END) [A-Z0-9 ]{0,40}PRIVATE KEY"),
+    leak=_lazy(rb"-{4,5} ?(?:BEGIN|END) [A-Z0-9 ]{0,40}PRIVATE KEY"),
     anchors=(b"----",),
 )
 PEM_BLOCK = BlockRule(
     name="pem_block",
     description="every other PEM block: certificate stores, PKCS#7, CSRs, parameters",
-    begin=re.compile(rb"-----BEGIN [A-Z0-9 #]{1,40}-----"),
-    end=re.compile(rb"-----END [A-Z0-9 #]{1,40}-----"),
+    begin=_lazy(rb"-----BEGIN [A-Z0-9 #]{1,40}-----"),
+    end=_lazy(rb"-----END [A-Z0-9 #]{1,40}-----"),
     keep_tokens=False,
-    leak=re.compile(rb"-----(?:BEGIN|END) [A-Z0-9 #]{1,40}-----"),
+    leak=_lazy(rb"-----(?:BEGIN|END) [A-Z0-9 #]{1,40}-----"),
     anchors=(b"----",),
 )
 PUTTY_PRIVATE_KEY = BlockRule(
     name="putty_private_key",
     description="PuTTY .ppk keys (PuTTY-User-Key-File-N: to the Private-MAC/Hash line)",
-    begin=re.compile(rb"PuTTY-User-Key-File-\d{1,3}:"),
-    end=re.compile(rb"Private-(?:MAC|Hash):[^\r\n]*"),
+    begin=_lazy(rb"PuTTY-User-Key-File-\d{1,3}:"),
+    end=_lazy(rb"Private-(?:MAC|Hash):[^\r\n]*"),
     keep_tokens=False,
-    leak=re.compile(rb"PuTTY-User-Key-File-\d|Private-Lines:|Private-(?:MAC|Hash):\s*[^\s\[]"),
+    leak=_lazy(rb"PuTTY-User-Key-File-\d|Private-Lines:|Private-(?:MAC|Hash):\s*[^\s\[]"),
     anchors=(b"putty-user-key-file-", b"private-"),
 )
 OVF_SECRET_ELEMENT = BlockRule(
     name="ovf_secret_element",
     description="ovf-env.xml <UserPassword> and <CustomData> content",
-    begin=re.compile(rb"(?i)<(?:\w{1,20}:)?(?:UserPassword|CustomData)(?:\s[^<>]{0,200})?(?<!/)>"),
-    end=re.compile(rb"(?i)</(?:\w{1,20}:)?(?:UserPassword|CustomData)\s{0,10}>"),
+    begin=_lazy(rb"(?i)<(?:\w{1,20}:)?(?:UserPassword|CustomData)(?:\s[^<>]{0,200})?(?<!/)>"),
+    end=_lazy(rb"(?i)</(?:\w{1,20}:)?(?:UserPassword|CustomData)\s{0,10}>"),
     keep_tokens=True,
-    leak=re.compile(
+    leak=_lazy(
         rb"(?i)<(?:\w{1,20}:)?(?:UserPassword|CustomData)(?:\s[^<>]{0,200})?(?<!/)>"
         rb"(?!\[REDACTED\])"
         rb"|[A-Za-z0-9+/=]</(?:\w{1,20}:)?(?:UserPassword|CustomData)\s{0,10}>"
@@ -166,9 +218,9 @@ OVF_SECRET_ELEMENT = BlockRule(
 PROTECTED_SETTINGS_OBJECT = BlockRule(
     name="protected_settings",
     description="protectedSettings values that are JSON objects or arrays (any case, &quot;)",
-    begin=re.compile(rb'(?i)(\\*"|&quot;)protectedSettings(?:\\*"|&quot;)\s{0,20}:\s{0,20}'
+    begin=_lazy(rb'(?i)(\\*"|&quot;)protectedSettings(?:\\*"|&quot;)\s{0,20}:\s{0,20}'
                      rb"(?=[\[{])"),
-    end=re.compile(rb"(?!)"),
+    end=_lazy(rb"(?!)"),
     keep_tokens=True,
     json_value=True,
     anchors=(b"protectedsettings",),
@@ -176,47 +228,47 @@ PROTECTED_SETTINGS_OBJECT = BlockRule(
 CHPASSWD_BLOCK = BlockRule(
     name="chpasswd",
     description="cloud-init chpasswd: the rest of the line and the lines indented below it",
-    begin=re.compile(rb"(?i)chpasswd['\"]?\s{0,10}:"),
-    end=re.compile(rb"(?!)"),
+    begin=_lazy(rb"(?i)chpasswd['\"]?\s{0,10}:"),
+    end=_lazy(rb"(?!)"),
     keep_tokens=True,
-    leak=re.compile(rb"(?i)chpasswd['\"]?\s{0,10}:\s{0,10}(?!\[REDACTED\])(?![0-9]{1,12}\b)(?=\S)"),
+    leak=_lazy(rb"(?i)chpasswd['\"]?\s{0,10}:\s{0,10}(?!\[REDACTED\])(?![0-9]{1,12}\b)(?=\S)"),
     indented=True,
     anchors=(b"chpasswd",),
 )
 BASE64_DER_RUN = BlockRule(
     name="base64_der",
     description="a line of base64 DER and the base64 lines that continue it (p7m, PFX, certs)",
-    begin=re.compile(rb"^\s*M[A-I][A-Za-z0-9+/]{62,}={0,2}\s*$"),
-    end=re.compile(rb"(?!)"),
+    begin=_lazy(rb"^\s*M[A-I][A-Za-z0-9+/]{62,}={0,2}\s*$"),
+    end=_lazy(rb"(?!)"),
     keep_tokens=False,
-    continues=re.compile(rb"^\s*[A-Za-z0-9+/]{4,}={0,2}\s*$"),
+    continues=_lazy(rb"^\s*[A-Za-z0-9+/]{4,}={0,2}\s*$"),
     anchors=(GATE_BASE64,),
 )
 SAS_URL = SubstitutionRule(
     name="sas_url",
     description="SAS query strings (kept: scheme, host, path; dropped: the query with sig=)",
-    pattern=re.compile(rb"(?i)\b(https?:(?:\\?/){2}[^\s?\"'<>]{1,4096}?)\?([^\s\"'<>]{0,16384})"),
+    pattern=_lazy(rb"(?i)\b(https?:(?:\\?/){2}[^\s?\"'<>]{1,4096}?)\?([^\s\"'<>]{0,16384})"),
     replacement=_drop_sas_query,
     anchors=_SIG_ANCHORS,
 )
 SAS_SIGNATURE = SubstitutionRule(
     name="sas_signature",
     description="any remaining sig= value (escaped, URL-encoded or partial URLs)",
-    pattern=re.compile(b"(" + _SIG + rb")(?!\[REDACTED\])[^&\s\"'<>\\]+", re.IGNORECASE),
+    pattern=_lazy(b"(" + _SIG + rb")(?!\[REDACTED\])[^&\s\"'<>\\]+", re.IGNORECASE),
     replacement=_keep_group_one,
-    leak=re.compile(_SIG + rb"(?!\[REDACTED\])[^&\s\"'<>\\]", re.IGNORECASE),
+    leak=_lazy(_SIG + rb"(?!\[REDACTED\])[^&\s\"'<>\\]", re.IGNORECASE),
     anchors=_SIG_ANCHORS,
 )
 AUTHORIZATION = SubstitutionRule(
     name="authorization",
     description="Authorization header values and bearer tokens (plain, JSON, Python repr)",
-    pattern=re.compile(
+    pattern=_lazy(
         rb"(?i)((?:\bauthorization(?:\\*[\"']|&quot;)?\s{0,20}[:=]\s{0,20}(?:\\*[\"']|&quot;)?"
         rb"\s{0,20}(?:[A-Za-z\-]{1,30}\s{1,5})?|\bbearer\s{1,5}))(?!\[REDACTED\])(?![0-9]{1,12}\b)"
         rb"[^\s\"'\\,;&<>]+"
     ),
     replacement=_keep_group_one,
-    leak=re.compile(
+    leak=_lazy(
         rb"(?i)(?:\bauthorization(?:\\*[\"']|&quot;)?\s{0,20}[:=]\s{0,20}(?:\\*[\"']|&quot;)?"
         rb"\s{0,20}|\bbearer\s{1,5})(?!(?:[A-Za-z\-]{1,30}\s{1,5})?\[REDACTED\])(?![0-9]{1,12}\b)"
         rb"[^\s\"'\\,;&<>\[]"
@@ -226,12 +278,12 @@ AUTHORIZATION = SubstitutionRule(
 PROTECTED_SETTINGS = SubstitutionRule(
     name="protected_settings",
     description='"protectedSettings" string values (any case)',
-    pattern=re.compile(
+    pattern=_lazy(
         rb'(?i)((\\*)"protectedSettings\2"\s{0,20}:\s{0,20}\2")(?!\[REDACTED\]\2")'
         rb'(?:[^"\\]|\\.)+?(?=\2")'
     ),
     replacement=_keep_group_one,
-    leak=re.compile(
+    leak=_lazy(
         rb'(?i)(\\*)"protectedSettings\1"\s{0,20}:\s{0,20}(?:\1"(?!\[REDACTED\]\1")(?!\1")|[\[{])'
     ),
     anchors=(b"protectedsettings",),
@@ -239,24 +291,24 @@ PROTECTED_SETTINGS = SubstitutionRule(
 PROTECTED_SETTINGS_QUOT = SubstitutionRule(
     name="protected_settings",
     description="protectedSettings string values inside XML (&quot; escaping)",
-    pattern=re.compile(
+    pattern=_lazy(
         rb"(?i)(&quot;protectedSettings&quot;\s{0,20}:\s{0,20}&quot;)(?!\[REDACTED\]&quot;)"
         rb"(?:\\&quot;|\\[^&]|(?!&quot;)[^\\])+?(?=&quot;)"
     ),
     replacement=_keep_group_one,
-    leak=re.compile(rb"(?i)&quot;protectedSettings&quot;\s{0,20}:\s{0,20}"
+    leak=_lazy(rb"(?i)&quot;protectedSettings&quot;\s{0,20}:\s{0,20}"
                     rb"(?:&quot;(?!\[REDACTED\]&quot;)(?!&quot;)|[\[{])"),
     anchors=(b"protectedsettings",),
 )
 JSON_SECRET_VALUE = SubstitutionRule(
     name="json_secret_value",
     description="password/secret/token/key-like JSON values",
-    pattern=re.compile(
+    pattern=_lazy(
         rb'(?i)((\\*)"(?:' + _SECRET_KEY_NAME + rb')\2"\s{0,20}:\s{0,20}\2")'
         rb'(?!\[REDACTED\]\2")(?:[^"\\]|\\.)+?(?=\2")'
     ),
     replacement=_keep_group_one,
-    leak=re.compile(
+    leak=_lazy(
         rb'(?i)(\\*)"(?:' + _SECRET_KEY_NAME + rb')\1"\s{0,20}:\s{0,20}\1"'
         rb'(?!\[REDACTED\]\1")(?!\1")'
     ),
@@ -265,13 +317,13 @@ JSON_SECRET_VALUE = SubstitutionRule(
 QUOTED_SECRET_VALUE = SubstitutionRule(
     name="json_secret_value",
     description="the same values in Python reprs ('k': 'v') and XML-escaped JSON (&quot;)",
-    pattern=re.compile(
+    pattern=_lazy(
         rb"(?i)('(?:" + _SECRET_KEY_NAME + rb")'\s{0,20}:\s{0,20}')(?!\[REDACTED\]')[^']+"
         rb"|(&quot;(?:" + _SECRET_KEY_NAME + rb")&quot;\s{0,20}:\s{0,20}&quot;)"
         rb"(?!\[REDACTED\]&quot;)(?:(?!&quot;).)+"
     ),
     replacement=lambda match: (match.group(1) or match.group(2)) + MARKER,
-    leak=re.compile(
+    leak=_lazy(
         rb"(?i)'(?:" + _SECRET_KEY_NAME + rb")'\s{0,20}:\s{0,20}'(?!\[REDACTED\]')(?!')"
         rb"|&quot;(?:" + _SECRET_KEY_NAME + rb")&quot;\s{0,20}:\s{0,20}&quot;"
         rb"(?!\[REDACTED\]&quot;)(?!&quot;)"
@@ -281,12 +333,12 @@ QUOTED_SECRET_VALUE = SubstitutionRule(
 URL_CREDENTIALS = SubstitutionRule(
     name="url_credentials",
     description="user:password@ in URLs and proxy settings (with or without a scheme)",
-    pattern=re.compile(
+    pattern=_lazy(
         rb"(?i)((?:\b[a-z][a-z0-9+.\-]{0,20}://|(?<![A-Za-z0-9_.%:/\\\-]))"
         rb"[A-Za-z0-9_.%\-]{1,200}:)(?!\[REDACTED\]@)[^/\s\"'<>]{0,200}@(?=[A-Za-z0-9\[])"
     ),
     replacement=lambda match: match.group(1) + MARKER + b"@",
-    leak=re.compile(
+    leak=_lazy(
         rb"(?i)(?:\b[a-z][a-z0-9+.\-]{0,20}://|(?<![A-Za-z0-9_.%:/\\\-]))[A-Za-z0-9_.%\-]{1,200}:"
         rb"(?!\[REDACTED\]@)[^/\s\"'<>\[]{1,200}@(?=[A-Za-z0-9\[])"
     ),
@@ -295,17 +347,17 @@ URL_CREDENTIALS = SubstitutionRule(
 PASSWORD_HASH = SubstitutionRule(
     name="password_hash",
     description="crypt(3) password hashes ($1$, $2b$, $5$, $6$, $y$, argon2)",
-    pattern=re.compile(rb"(?<![A-Za-z0-9$])\$(?:1|2[abxy]?|5|6|7|y|gy|argon2(?:id|i|d)?|sha1|md5)"
+    pattern=_lazy(rb"(?<![A-Za-z0-9$])\$(?:1|2[abxy]?|5|6|7|y|gy|argon2(?:id|i|d)?|sha1|md5)"
                        rb"\$(?!\[REDACTED\])[^\s\"'<>,;]{4,}"),
     replacement=MARKER,
-    leak=re.compile(rb"(?<![A-Za-z0-9$])\$(?:1|2[abxy]?|5|6|7|y|gy|argon2(?:id|i|d)?|sha1|md5)"
+    leak=_lazy(rb"(?<![A-Za-z0-9$])\$(?:1|2[abxy]?|5|6|7|y|gy|argon2(?:id|i|d)?|sha1|md5)"
                     rb"\$(?!\[REDACTED\])[^\s\"'<>,;]{4,}"),
     anchors=(b"$",),
 )
 INLINE_SECRET_ASSIGNMENT = SubstitutionRule(
     name="secret_assignment",
     description="NAME=value anywhere in a line when NAME is secret-like (connection strings, env)",
-    pattern=re.compile(
+    pattern=_lazy(
         rb"(?i)((?:" + _SECRET_WORDS + rb")[A-Za-z0-9_.\-]{0,30}\s{0,5}=\s{0,5})"
         rb"(?!\[REDACTED\])(?!(?:y|n|yes|no|true|false|none)(?:[\s;\"',&]|$))[^;\s\"'<>&\\,]+"
     ),
@@ -315,7 +367,7 @@ INLINE_SECRET_ASSIGNMENT = SubstitutionRule(
 SYSTEMD_ENVIRONMENT = SubstitutionRule(
     name="secret_assignment",
     description="Environment= lines of units and drop-ins that set anything secret-like",
-    pattern=re.compile(
+    pattern=_lazy(
         rb"(?i)^(\s*Environment\s*=\s*)(?!\[REDACTED\])"
         rb"(?=[^\r\n]*(?:" + _SECRET_WORDS + rb"|key))[^\r\n]+"
     ),
@@ -325,13 +377,13 @@ SYSTEMD_ENVIRONMENT = SubstitutionRule(
 CONFIG_SECRET_LINE = SubstitutionRule(
     name="config_secret_line",
     description="password/psk/secret/token/private-key settings in key=value, YAML or INI files",
-    pattern=re.compile(
+    pattern=_lazy(
         rb"(?i)(?:^|(?<=[\s,;{]))(\s*(?:-\s{1,10})?(?:[A-Za-z0-9_.\-]{0,60}(?:" + _SECRET_WORDS
         + rb"|presharedkey|preshared-key|preshared_key)[A-Za-z0-9_.\-]{0,60}"
         rb"|private|shared|key)\s*[:=]\s*)(?!\[REDACTED\])" + _NOT_A_VALUE + rb"(\S[^\r\n]*)"
     ),
     replacement=_keep_group_one,
-    leak=re.compile(
+    leak=_lazy(
         rb"(?i)^\s*(?:-\s{1,10})?(?:[A-Za-z0-9_.\-]{0,60}(?:password|passwd|secret|psk"
         rb"|privatekey|private-key|private_key|presharedkey)[A-Za-z0-9_.\-]{0,60}|private|shared)"
         rb"\s*[:=]\s*(?!\[REDACTED\])" + _NOT_A_VALUE + rb"(?![\"'{\[]|&quot;)\S",
@@ -342,9 +394,9 @@ CONFIG_SECRET_LINE = SubstitutionRule(
 BASE64_DER = SubstitutionRule(
     name="base64_der",
     description="base64 DER (certificates, keys, PKCS#7/#12 stores) of 64+ characters",
-    pattern=re.compile(rb"(?<![A-Za-z0-9+/])M[A-I][A-Za-z0-9+/]{62,}={0,2}"),
+    pattern=_lazy(rb"(?<![A-Za-z0-9+/])M[A-I][A-Za-z0-9+/]{62,}={0,2}"),
     replacement=MARKER,
-    leak=re.compile(rb"(?<![A-Za-z0-9+/])M[A-I][A-Za-z0-9+/]{62,}"),
+    leak=_lazy(rb"(?<![A-Za-z0-9+/])M[A-I][A-Za-z0-9+/]{62,}"),
     anchors=(GATE_BASE64,),
 )
 
