@@ -764,8 +764,9 @@ class Redactor:
             self._partial.clear()
             out.append(self._line(line))
         if self._held:
-            out.append(b"".join(self._held))
-            self._held.clear()
+            held = list(self._held)
+            self._stop_holding()
+            out.append(self._release(held))
         return b"".join(out)
 
     # --- over-long lines: replaced whole; scanned only to keep the block state right
@@ -824,9 +825,14 @@ class Redactor:
             self._held.clear()
             self.counts[HOLDBACK_RULE] += 1
             return MARKER + b"\n"
-        held = b"".join(self._held)
+        held = list(self._held)
         self._stop_holding()
-        return held + self._redact_line(line)
+        return self._release(held) + self._redact_line(line)
+
+    def _release(self, held: list[bytes]) -> bytes:
+        """Held lines that turned out not to be a cut key's body: redacted like any line
+        (`token=...` or `AccountKey=...==` is made of base64 characters too)."""
+        return b"".join(self._redact_line(line) for line in held)
 
     def _stop_holding(self) -> None:
         self._holding = False

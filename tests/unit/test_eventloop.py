@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -178,3 +179,39 @@ def test_signals_blocked_by_the_parent_still_reach_the_loop() -> None:
         blocked = signal.pthread_sigmask(signal.SIG_SETMASK, before)
         signal.signal(signal.SIGTERM, handler)
     assert signal.SIGTERM in blocked  # restored as the parent had it
+
+
+def test_a_directory_recreated_between_two_looks_is_watched_again(
+    tmp_path: Path,
+) -> None:
+    """An extension directory (or Lib.Dir) deleted and re-created under the same name
+    between two looks (watchdog stops a watch on IN_DELETE_SELF; the new directory may
+    even reuse the inode): the next look watches it again."""
+    ext = tmp_path / "Microsoft.Ext-1.0"
+    (ext / "status").mkdir(parents=True)
+    loop = EventLoop()
+
+    def paths(wanted: str = "", seconds: float = 3.0) -> set[str]:
+        got: set[str] = set()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and wanted not in got:
+            got |= loop.wait(0.2).paths
+        return got
+
+    def seen(path: Path) -> bool:
+        for attempt in range(5):  # watchdog's emitter adds its inotify watch on its thread
+            path.write_text(str(attempt))
+            if str(path) in paths(str(path), 1.0):
+                return True
+        return False
+
+    try:
+        assert loop.watch_directories([(tmp_path, False), (ext, True)]) == []
+        assert seen(ext / "status" / "0.status")
+        shutil.rmtree(ext)
+        (ext / "status").mkdir(parents=True)
+        paths(seconds=1.0)  # the deletion and creation events
+        assert loop.rewatch([(tmp_path, False), (ext, True)]) == []  # the next look
+        assert seen(ext / "status" / "0.status")
+    finally:
+        loop.close()

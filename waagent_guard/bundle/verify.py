@@ -23,7 +23,7 @@ from typing import Optional, Protocol
 
 from waagent_guard.bundle.sources import MemberSink
 from waagent_guard.errors import GuardError, SecretLeakError
-from waagent_guard.redact import DEFAULT_RULES, Leak, LeakScanner, Rule
+from waagent_guard.redact import DEFAULT_RULES, Leak, LeakScanner, Rule, redact_text
 
 _NUL_AS_NEWLINE = bytes.maketrans(b"\x00", b"\n")
 
@@ -154,6 +154,7 @@ class VerifyingWriter:
     def _raise(leak: Optional[Leak], where: str, base: int, *, member: bool = False) -> None:
         if leak is None:
             return
+        where = redact_text(where)  # a member's name can hold the very secret found
         if member:
             raise SecretLeakError(
                 f"{where}: a secret ({leak.rule}) survived redaction near byte {leak.offset}; "

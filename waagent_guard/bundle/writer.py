@@ -43,7 +43,7 @@ from waagent_guard.bundle.sources import (
 from waagent_guard.bundle.verify import VerifyingWriter
 from waagent_guard.errors import GuardError, WriteError
 from waagent_guard.fsutil import fsync_directory
-from waagent_guard.redact import DEFAULT_MAX_LINE_BYTES, DEFAULT_RULES, Rule
+from waagent_guard.redact import DEFAULT_MAX_LINE_BYTES, DEFAULT_RULES, Rule, redact_text
 from waagent_guard.sysroot import Sysroot
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,9 @@ class BundleWriter:
                 "max_total_bytes": max_total_bytes,
                 "redactions": dict(sorted(totals.items())),
                 "members": members,
-                "skipped": [{"source": item.source, "reason": item.reason, "item": item.item}
+                # a reason may quote a failed command's stderr (a traceback with a secret)
+                "skipped": [{"source": redact_text(item.source),
+                             "reason": redact_text(item.reason), "item": redact_text(item.item)}
                             for item in skipped],
             }
             data = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()

@@ -97,8 +97,8 @@ def file_interest(
     (AGENT_CHURN_DIRS: history/ every ~6 s, events/ a file per logged error). The tick
     still looks at everything.
     """
-    if path == log_path:
-        return "batch" if event_type == "modified" else "now"
+    if path == log_path:  # "closed": watchdog < 4.0 reports the writer's closes too
+        return "batch" if event_type in ("modified", "closed") else "now"
     if path == conf_path:
         return "now"
     prefix = lib_dir.rstrip(os.sep) + os.sep
@@ -404,8 +404,6 @@ class Guard:
             self.ticks_since_manager = 0
         self.observation = observation
         self.loop.watch_pid(observation.daemon.pid if observation.daemon else None)
-        for problem in self.loop.rewatch(watched_directories(observation, self.feed.log_path)):
-            log.debug("%s", problem)  # a directory gone since the look: the next one drops it
         return observation
 
     def reconcile(self, why: str) -> None:
@@ -426,6 +424,9 @@ class Guard:
             self.checks.sample_pressure(observation.time)
         self.leases.expire_if_due(agent_running=observation.daemon is not None)
         self.restarts.apply(observation)
+        # After the decision: what cannot be watched never keeps the agent down.
+        for problem in self.loop.rewatch(watched_directories(observation, self.feed.log_path)):
+            log.debug("%s", problem)  # e.g. gone since the look: the next one drops it
         self._publish()
         self.notifier.status(self.status_line())
         log.debug("reconciled (%s): %s", why, self.status_line())

@@ -17,6 +17,7 @@ import queue
 import selectors
 import signal
 import socket
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,7 @@ class EventLoop:
         self._watch_handler: Any = None
         self._watch_options: dict[str, Any] = {}
         self._watches: dict[tuple[Path, bool], Any] = {}
+        self._identities: dict[tuple[Path, bool], tuple[int, int]] = {}  # (st_dev, st_ino)
         # Set by the daemon while it has promised to wake by itself soon (a deadline):
         # batched paths are then only queued (see post_path, end_batch).
         self.batching = False
@@ -166,32 +168,58 @@ class EventLoop:
 
     def rewatch(self, directories: Iterable[tuple[Path, bool]]) -> list[str]:
         """From now on watch exactly `directories`: the new ones are added, the ones no
-        longer listed dropped (an extension's directory that appeared or went away).
-        A directory listed twice is watched once, recursively if either asks so.
+        longer listed dropped (an extension's directory that appeared or went away), and
+        one replaced since it was watched (deleted and created again, or another inode
+        moved to its path: a reinstalled extension, a recreated Lib.Dir) is watched
+        again. A directory listed twice is watched once, recursively if either asks so.
+        Never raises for a directory it cannot look at: it says so in the problems
+        returned (the tick still reads it).
         Does nothing before `watch_directories`."""
         if self._observer is None:
             return []
         desired: dict[Path, bool] = {}
         for directory, recursive in directories:
             desired[directory] = desired.get(directory, False) or recursive
-        for key in [key for key in self._watches if desired.get(key[0]) != key[1]]:
-            with contextlib.suppress(KeyError, OSError):
-                self._observer.unschedule(self._watches[key])
-            del self._watches[key]
         problems: list[str] = []
-        for directory, recursive in desired.items():
-            if (directory, recursive) in self._watches:
-                continue
-            if not directory.is_dir():
+        identities: dict[Path, tuple[int, int]] = {}
+        for directory in desired:
+            try:
+                status = os.stat(directory)
+            except FileNotFoundError:
                 problems.append(f"{directory}: not a directory; not watched (the tick still runs)")
                 continue
+            except OSError as error:
+                problems.append(f"{directory}: cannot watch ({error.strerror or error}); "
+                                "the tick still runs")
+                continue
+            if not stat.S_ISDIR(status.st_mode):
+                problems.append(f"{directory}: not a directory; not watched (the tick still runs)")
+                continue
+            identities[directory] = (status.st_dev, status.st_ino)
+        # watchdog stops a watch whose directory was deleted (even if it is back since)
+        stopped = {emitter.watch for emitter in self._observer.emitters
+                   if not emitter.is_alive()}
+        for key in list(self._watches):
+            directory, recursive = key
+            if (desired.get(directory) != recursive
+                    or self._identities.get(key) != identities.get(directory)
+                    or self._watches[key] in stopped):
+                with contextlib.suppress(KeyError, OSError):
+                    self._observer.unschedule(self._watches[key])
+                del self._watches[key]
+                self._identities.pop(key, None)
+        for directory, identity in identities.items():
+            key = (directory, desired[directory])
+            if key in self._watches:
+                continue
             try:
-                self._watches[(directory, recursive)] = self._observer.schedule(
-                    self._watch_handler, str(directory), recursive=recursive,
-                    **self._watch_options,
+                self._watches[key] = self._observer.schedule(
+                    self._watch_handler, str(directory), recursive=key[1], **self._watch_options
                 )
             except OSError as error:
                 problems.append(f"{directory}: cannot watch ({error}); the tick still runs")
+                continue
+            self._identities[key] = identity
         return problems
 
     @property
@@ -311,6 +339,7 @@ class EventLoop:
             self._observer.join(timeout=5)
             self._observer = None
             self._watches.clear()
+            self._identities.clear()
         self._close_pidfd()
         self.restore_signal_handlers()
         self._selector.close()

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import pytest
 
 from tests.inprocess import FAILED, FakeNotifier, World
+from waagent_guard.daemon import loop as loop_module
 from waagent_guard.daemon.control import request
 from waagent_guard.daemon.doctor_worker import CheckWorker
 from waagent_guard.daemon.guard import FILES, file_interest, watched_directories
@@ -530,3 +531,36 @@ def test_serve_once_returns_after_the_first_reconciliation(world: World) -> None
     assert world.guard.serve(once=True) == 0
     assert any(m.startswith("READY ") for m in world.notifier.messages)
     assert "STOPPING" not in world.notifier.messages
+
+
+def test_a_watched_directory_that_cannot_be_stated_does_not_stop_restarts(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An EACCES/EIO/ESTALE from stat on one watched directory (a log directory the
+    guard cannot traverse, a flaky NFS Lib.Dir) once raised out of `reconcile` before
+    `restarts.apply`: the guard never started the agent again. Now the watch is a
+    problem logged, and the decision comes first anyway."""
+    world.guard.loop.watch_directories([])  # the daemon's observer, as Guard.start does
+    try:
+        running(world)
+        log_dir = str(world.root / "var/log")
+
+        class FlakyOs:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(os, name)
+
+            def stat(self, path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+                if str(path) == log_dir:
+                    raise PermissionError(13, "Permission denied", log_dir)
+                return os.stat(path, *args, **kwargs)
+
+        world.guard.loop.rewatch([])  # forget the watches: the next look adds them again
+        monkeypatch.setattr(loop_module, "os", FlakyOs())
+        assert "cannot watch (Permission denied)" in world.guard.loop.rewatch(
+            [(Path(log_dir), False)])[0]
+        world.kill_agent()
+        world.manager.unit_state = FAILED
+        world.guard._guarded(world.guard.handle, Wakeup(agent_exited=True))
+        assert world.manager.calls == ["start"]
+    finally:
+        world.guard.loop.close()
