@@ -51,6 +51,7 @@ class FakeManager:
         self.fail_actions: Optional[str] = None  # start/restart/reset_failed raise this
         self.calls: list[str] = []
         self.state_calls = 0  # how often the unit was asked for (a `systemctl show` each)
+        self.system_calls = 0  # how often the system state was (`is-system-running` each)
 
     def state(self) -> UnitState:
         self.state_calls += 1
@@ -59,6 +60,7 @@ class FakeManager:
         return self.unit_state
 
     def system_state(self) -> Optional[str]:
+        self.system_calls += 1
         if self.fail is not None:
             raise ServiceError(self.fail)
         return self.system

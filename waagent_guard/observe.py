@@ -323,12 +323,13 @@ def _pidfile_state(sysroot: Sysroot, pid_file: str) -> PidfileState:
 
 
 def unit_facts(
-    manager: ServiceManager,
+    manager: ServiceManager, *, system_state: bool = True
 ) -> tuple[Optional[UnitState], Optional[str], Optional[str]]:
-    """(unit state, why it could not be read, system state) from the service manager."""
+    """(unit state, why it could not be read, system state) from the service manager;
+    without `system_state` the system state is not asked (None)."""
     try:
         unit = manager.state()
-        asker = getattr(manager, "system_state", None)
+        asker = getattr(manager, "system_state", None) if system_state else None
         return unit, None, (asker() if asker is not None else None)
     except Exception as error:  # a broken manager must not hide the rest
         log.warning("cannot read the agent unit's state: %s", error)

@@ -371,19 +371,35 @@ class Guard:
             return "now"
         return interest
 
-    def _observe(self, *, ask_manager: bool = True, steady_tick: bool = False) -> Observation:
+    def _observe(self, *, ask_manager: bool = True, steady_tick: bool = False,
+                 steady_ask: bool = False) -> Observation:
         self._consume_log()
         previous = self.observation
         asking = ask_manager or previous is None
         observation = observe(
             self.sysroot,
             self.settings,
-            manager=self.manager if asking else None,
+            manager=self.manager if asking and not steady_ask else None,
             log_signals=self.feed.signals,
             clock=self.clock,
             find_processes=self.find_processes,
         )
-        if not asking and previous is not None:
+        if steady_ask and previous is not None:
+            # The periodic ask while the agent runs steadily: its unit only. The system
+            # state matters only to a decision to act, and any look that finds the
+            # agent down or another PID asks for it again (one `systemctl` run saved).
+            unit, unit_error, _ = unit_facts(self.manager, system_state=False)
+            observation = dataclasses.replace(
+                observation, unit=unit, unit_name=previous.unit_name,
+                manager_name=previous.manager_name, unit_error=unit_error,
+                system_state=previous.system_state,
+            )
+            daemon = observation.daemon
+            if unit is None or daemon is None or unit.main_pid != daemon.pid:
+                unit, unit_error, system_state = unit_facts(self.manager)  # not steady: all
+                observation = dataclasses.replace(observation, unit=unit, unit_error=unit_error,
+                                                  system_state=system_state)
+        elif not asking and previous is not None:
             unit, unit_error = previous.unit, previous.unit_error
             system_state = previous.system_state
             daemon = observation.daemon
@@ -418,7 +434,8 @@ class Guard:
                 self.feed.open()
         steady_tick = why == "tick" and self._steady()
         observation = self._observe(
-            ask_manager=ask_manager and not steady_tick, steady_tick=steady_tick
+            ask_manager=ask_manager and not steady_tick, steady_tick=steady_tick,
+            steady_ask=why == "tick" and not steady_tick and self._was_steady(),
         )
         if self.checks is not None and why == "tick":
             self.checks.sample_pressure(observation.time)
@@ -434,8 +451,14 @@ class Guard:
     def _steady(self) -> bool:
         """Whether this tick may skip the service manager (see MANAGER_EVERY_TICKS)."""
         self.ticks_since_manager += 1
+        if self.ticks_since_manager >= MANAGER_EVERY_TICKS:
+            return False
+        return self._was_steady()
+
+    def _was_steady(self) -> bool:
+        """The last look found the agent daemon running as its active unit's MainPID."""
         previous = self.observation
-        if previous is None or self.ticks_since_manager >= MANAGER_EVERY_TICKS:
+        if previous is None:
             return False
         unit, daemon = previous.unit, previous.daemon
         return (

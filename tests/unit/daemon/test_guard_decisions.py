@@ -316,12 +316,44 @@ def test_a_steady_agent_costs_one_look_at_the_manager_per_four_ticks(world: Worl
     from waagent_guard.daemon.guard import MANAGER_EVERY_TICKS
 
     _steady(world)
-    asked = world.manager.state_calls
+    asked, systems = world.manager.state_calls, world.manager.system_calls
     for _ in range(2 * MANAGER_EVERY_TICKS):
         world.guard.reconcile("tick")
     assert world.manager.state_calls == asked + 2
+    # the system state matters only to a decision to act: not asked while steady
+    assert world.manager.system_calls == systems
     assert world.guard.observation is not None
     assert world.guard.observation.unit == world.manager.unit_state  # carried, not lost
+    assert world.guard.observation.system_state == "running"  # carried too
+
+
+def test_the_periodic_ask_that_finds_the_unit_changed_asks_the_system_state_too(
+    world: World,
+) -> None:
+    from waagent_guard.daemon.guard import MANAGER_EVERY_TICKS
+
+    _steady(world)
+    world.manager.unit_state = UnitState(  # systemd restarted it: another MainPID
+        active_state="active", sub_state="running", main_pid=world.agent_pid + 1
+    )
+    world.manager.system = "stopping"
+    systems = world.manager.system_calls
+    for _ in range(MANAGER_EVERY_TICKS):
+        world.guard.reconcile("tick")
+    assert world.manager.system_calls == systems + 1
+    assert world.guard.observation is not None
+    assert world.guard.observation.system_state == "stopping"
+
+
+def test_a_look_that_finds_the_agent_down_asks_the_system_state(world: World) -> None:
+    _steady(world)
+    systems = world.manager.system_calls
+    world.kill_agent()
+    world.manager.unit_state = FAILED
+    world.manager.system = "stopping"  # a shutdown: no restart
+    world.guard.reconcile("agent exited")
+    assert world.manager.system_calls == systems + 1
+    assert world.manager.calls == []
 
 
 def test_a_tick_that_finds_no_daemon_asks_the_manager_and_repairs(world: World) -> None:
