@@ -385,9 +385,16 @@ def test_the_verification_pass_deletes_an_archive_with_a_surviving_secret(tmp_pa
     assert os.listdir(out) == []
 
 
-def test_a_secret_in_a_member_that_skips_the_redactor_deletes_the_bundle(tmp_path: Path) -> None:
-    # MANIFEST.json is written by the guard, not redacted: a command that could not run
-    # has its error in its skip reason. The verification scans it like every other byte.
+def test_a_secret_in_a_member_that_skips_the_redactor_deletes_the_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MANIFEST.json is written by the guard, not by the redactor: a command that could not
+    # run has its error in its skip reason, redacted on its own (redact_text). Were that
+    # forgotten, the verification, which scans it like every other byte, must catch it.
+    from waagent_guard.bundle import writer
+
+    monkeypatch.setattr(writer, "redact_text", lambda text: text)
+
     def failing_runner(argv: Sequence[str], timeout: float, stdout: BinaryIO,
                        stderr: BinaryIO) -> CommandOutcome:
         return CommandOutcome(None, "cannot fetch https://a.blob/p?sv=1&sig=CANARY-error-sig")
