@@ -384,28 +384,19 @@ class Guard:
             clock=self.clock,
             find_processes=self.find_processes,
         )
-        if steady_ask and previous is not None:
-            # The periodic ask while the agent runs steadily: its unit only. The system
-            # state matters only to a decision to act, and any look that finds the
-            # agent down or another PID asks for it again (one `systemctl` run saved).
-            unit, unit_error, _ = unit_facts(self.manager, system_state=False)
-            observation = dataclasses.replace(
-                observation, unit=unit, unit_name=previous.unit_name,
-                manager_name=previous.manager_name, unit_error=unit_error,
-                system_state=previous.system_state,
-            )
-            daemon = observation.daemon
-            if unit is None or daemon is None or unit.main_pid != daemon.pid:
-                unit, unit_error, system_state = unit_facts(self.manager)  # not steady: all
-                observation = dataclasses.replace(observation, unit=unit, unit_error=unit_error,
-                                                  system_state=system_state)
-        elif not asking and previous is not None:
-            unit, unit_error = previous.unit, previous.unit_error
+        if previous is not None and (steady_ask or not asking):
+            # Not a full ask: a steady tick carries the unit's facts over; the periodic ask
+            # while the agent runs steadily reads the unit only (the system state matters
+            # only to a decision to act, and a look that finds the agent down asks for it).
+            if steady_ask:
+                unit, unit_error, _ = unit_facts(self.manager, system_state=False)
+            else:
+                unit, unit_error = previous.unit, previous.unit_error
             system_state = previous.system_state
             daemon = observation.daemon
-            if steady_tick and (
+            if (steady_ask or steady_tick) and (
                 daemon is None or unit is None or unit.main_pid != daemon.pid
-            ):  # not the daemon the manager last named: ask now
+            ):  # not the daemon the manager last named: ask for everything now
                 unit, unit_error, system_state = unit_facts(self.manager)
                 asking = True
             observation = dataclasses.replace(
