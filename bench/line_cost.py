@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import CLK_TCK
 from bench.guest import running_guard
 
 LINE = " ERROR Daemon Daemon /proc/net/route contains no routes\n"
-TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -35,7 +35,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
             continue  # the thread ended
         fields = stat[stat.rindex(")") + 2:].split()
         name = stat[stat.index("(") + 1:stat.rindex(")")]
-        seconds[f"{tid}:{name}"] = (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
+        seconds[f"{tid}:{name}"] = (int(fields[11]) + int(fields[12])) / CLK_TCK
     return seconds
 
 
